@@ -1,0 +1,3 @@
+from offsite.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The validated configuration: frozen, typed, and free of anything YAML-shaped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class DriveType(StrEnum):
+    LUKS = "luks"
+    PLAIN = "plain"
+
+
+class JobKind(StrEnum):
+    BORGMATIC = "borgmatic"
+    BORG_CHECK = "borg-check"
+    MIRROR = "mirror"
+    PULL = "pull"
+    RESTORE_TEST = "restore-test"
+
+
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Drive:
+    name: str
+    uuid: str  # lower case, canonical 8-4-4-4-12 form
+    type: DriveType
+    mount: Path  # inside the backup namespace
+    keyfile: Path | None = None  # required for LUKS
+    rotation: str | None = None  # drives in one group take turns holding the same copy
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str
+    path: Path  # the borg repository, as seen inside the backup namespace
+    borgmatic_config: Path | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    calendar: str  # an OnCalendar= expression systemd accepts
+    randomized_delay: float = 0.0  # seconds
+
+
+@dataclass(frozen=True)
+class DriveTrigger:
+    drives: tuple[str, ...]  # drive names (a rotation group expands to its members)
+
+
+@dataclass(frozen=True)
+class PullSource:
+    host: str
+    paths: tuple[str, ...]
+    user: str = "root"
+    port: int = 22
+    before: str | None = None  # command run on the far side before the copy
+    after: str | None = None  # run on the far side after the copy, even when it failed
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    kind: JobKind
+    timeout: float  # seconds; TimeoutStartSec= of the job unit
+    trigger: Schedule | DriveTrigger | None = None  # None: started by hand only
+    repositories: tuple[str, ...] = ()
+    description: str = ""
+    pull: PullSource | None = None
+    destination: Path | None = None  # pull: the holding directory inside the namespace
+    verify_data: bool = False  # borg-check: also read and verify every chunk
+    sample: int = 0  # restore-test: files to extract and compare
+    healthcheck: str | None = None  # a healthchecks-style ping URL for this job
+
+
+@dataclass(frozen=True)
+class NamespaceMount:
+    what: str  # a device path, UUID=..., LABEL=... or a directory to bind
+    where: Path
+    type: str | None = None
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    path: Path = Path("/run/offsite/backup.mnt")
+    mounts: tuple[NamespaceMount, ...] = ()
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str
+    port: int
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str | None = None
+    password_file: Path | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Email:
+    to: tuple[str, ...]
+    sender: str
+    smtp: Smtp | None = None  # None: hand the message to the local sendmail
+    sendmail: Path = Path("/usr/sbin/sendmail")
+
+
+@dataclass(frozen=True)
+class Led:
+    enabled: bool = True
+    index: int = 0
+    brightness: int = 40  # percent of full; a BlinkStick at full power lights a room
+    colors: tuple[tuple[str, str], ...] = (
+        ("failed", "#ff0000"),
+        ("working-drive", "#0000ff"),
+        ("working", "#ffff00"),
+        ("done", "#00ff00"),
+    )
+
+    def color(self, state: str) -> str:
+        return dict(self.colors)[state]
+
+
+@dataclass(frozen=True)
+class Healthchecks:
+    url: str  # pings go to URL/<job> unless a job names its own URL
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Notify:
+    email: Email | None = None
+    led: Led = Led()
+    healthchecks: Healthchecks | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    drives: tuple[Drive, ...]
+    repositories: tuple[Repository, ...]
+    jobs: tuple[Job, ...]
+    notify: Notify = Notify()
+    namespace: Namespace = Namespace()
+
+    def drive(self, name: str) -> Drive:
+        return next(d for d in self.drives if d.name == name)
+
+    def repository(self, name: str) -> Repository:
+        return next(r for r in self.repositories if r.name == name)
+
+    def job(self, name: str) -> Job:
+        return next(j for j in self.jobs if j.name == name)

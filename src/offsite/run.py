@@ -1,0 +1,174 @@
+"""The one place where offsite starts other programs.
+
+Every child gets a typed argv (never a shell string), stdin closed unless input is given,
+a minimal environment, and a readable error when it fails. Values listed as secrets are
+masked wherever a command line or its output reaches a log or an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Arg = str | Path
+
+# What a child sees of the environment unless the caller adds more: enough to find
+# programs and to print UTF-8, nothing the caller's shell happened to carry.
+BASE_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+}
+# Passed through from our own environment when set: where systemd and D-Bus are.
+PASSTHROUGH_ENV = ("SYSTEMD_LOG_LEVEL", "DBUS_SYSTEM_BUS_ADDRESS", "CREDENTIALS_DIRECTORY")
+
+MASK = "********"
+
+
+class CommandError(Exception):
+    """A command could not be started, failed, or ran out of time."""
+
+    def __init__(self, message: str, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Masker:
+    secrets: tuple[str, ...] = field(default=())
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, MASK)
+        return text
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(BASE_ENV)
+    for name in PASSTHROUGH_ENV:
+        value = os.environ.get(name)
+        if value is not None:
+            env[name] = value
+    if extra:
+        env.update(extra)
+    return env
+
+
+def describe(argv: Sequence[Arg], secrets: Iterable[str] = ()) -> str:
+    """The command line as a person would type it, with secrets masked."""
+    return Masker(tuple(secrets))(shlex.join(str(a) for a in argv))
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join("    " + line for line in kept)
+
+
+def run(
+    argv: Sequence[Arg],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    secrets: Iterable[str] = (),
+    ok_codes: Iterable[int] = (0,),
+) -> Result:
+    """Run argv to completion and capture its output as text.
+
+    With check (the default) an exit code outside ok_codes raises CommandError whose
+    message names the command and quotes the end of its stderr. The child is killed if
+    we are interrupted or the timeout passes.
+    """
+    args = tuple(str(a) for a in argv)
+    mask = Masker(tuple(secrets))
+    shown = describe(args, mask.secrets)
+    log.debug("running %s", shown)
+    try:
+        proc = subprocess.run(
+            args,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=child_env(env),
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot run {shown}: {args[0]} is not installed or not on PATH") from exc
+    except PermissionError as exc:
+        raise CommandError(f"cannot run {shown}: {exc.strerror}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(f"{shown} did not finish within {timeout:g} s and was killed") from exc
+    result = Result(args, proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode not in set(ok_codes):
+        stderr = mask(proc.stderr)
+        detail = _tail(stderr or mask(proc.stdout))
+        message = f"{shown} failed with exit code {proc.returncode}"
+        if detail:
+            message += ":\n" + detail
+        raise CommandError(message, proc.returncode, stderr)
+    return result
+
+
+def spawn(
+    argv: Sequence[Arg],
+    *,
+    stdout: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    new_session: bool = True,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child (a sandbox, a server) and return it without waiting.
+
+    Its output goes to the given file (or is discarded). With die_with_parent the kernel
+    sends it SIGKILL if this process dies first, so nothing outlives a killed test run.
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("starting %s", describe(args))
+    out = open(stdout, "ab") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(env),
+            start_new_session=new_session,
+            preexec_fn=_kill_me_with_parent if die_with_parent else None,  # noqa: PLW1509
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
+    finally:
+        if stdout is not None and not isinstance(out, int):
+            out.close()
+
+
+def _kill_me_with_parent() -> None:
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
