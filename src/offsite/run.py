@@ -132,6 +132,16 @@ def run(
     return result
 
 
+def interactive(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None) -> int:
+    """Run argv on our own terminal (a shell for a person) and return its exit code."""
+    args = tuple(str(a) for a in argv)
+    log.debug("running interactively %s", describe(args))
+    try:
+        return subprocess.call(args, env=child_env(env))
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
+
+
 def spawn(
     argv: Sequence[Arg],
     *,

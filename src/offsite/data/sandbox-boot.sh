@@ -1,0 +1,43 @@
+#!/bin/sh
+# Boots a real systemd as PID 1 of the private PID + mount namespace this script runs in
+# (started as: unshare --pid --mount --fork --mount-proc sh sandbox-boot.sh WORKDIR).
+#
+# systemd's boot services act on the root filesystem they see (tmpfiles empties /tmp,
+# units land in /etc, the journal writes to /var/log), so it boots on a copy-on-write
+# overlay of the host root held in a tmpfs: whatever it writes vanishes with it.
+set -eu
+W=$1
+mount --make-rprivate /
+mount -t tmpfs -o size=4G,mode=0700 offsite-sandbox "$W"
+mkdir -p "$W/upper" "$W/work" "$W/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$W/root"
+R=$W/root
+mount --rbind /dev "$R/dev"
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+umount -R "$R/sys/fs/cgroup"
+mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup"
+mount -t tmpfs tmpfs "$R/run"
+mount -t tmpfs tmpfs "$R/tmp"
+
+# Keep host-wide actions out: no coldplug of every device of the host, no renaming of
+# network interfaces, and a small boot target instead of everything the host enables.
+ln -sf /dev/null "$R/etc/systemd/system/systemd-udev-trigger.service"
+mkdir -p "$R/etc/udev/rules.d"
+ln -sf /dev/null "$R/etc/udev/rules.d/80-net-setup-link.rules"
+cat > "$R/etc/systemd/system/offsite-sandbox.target" <<'UNIT'
+[Unit]
+Description=offsite test sandbox
+Requires=basic.target
+Wants=dbus.service systemd-udevd.service systemd-journald.service
+After=basic.target dbus.service systemd-udevd.service
+AllowIsolate=yes
+UNIT
+
+mkdir -p "$R/.oldroot"
+cd "$R"
+pivot_root . .oldroot
+umount -l /.oldroot
+rmdir /.oldroot
+export container=offsite-sandbox
+exec /lib/systemd/systemd --system --unit=offsite-sandbox.target --log-target=console --log-level=warning

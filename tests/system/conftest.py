@@ -1,0 +1,37 @@
+"""The system tier: a real systemd booted as PID 1 of a private namespace (root only)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from offsite import sandbox as sandboxmod
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "the system tier needs root (it boots systemd in new namespaces)"
+    for tool in ("unshare", "nsenter", "losetup", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not os.path.exists("/lib/systemd/systemd") or shutil.which("udevadm") is None:
+        return "systemd and udev are not installed (apt-get install systemd udev dbus)"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = _why_not()
+    for item in items:
+        if "tests/system/" in str(item.fspath):
+            item.add_marker(pytest.mark.system)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def sandbox() -> Iterator[sandboxmod.Sandbox]:
+    with sandboxmod.booted() as booted:
+        yield booted
