@@ -58,7 +58,7 @@ def describe_trigger(job: Job) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from offsite import demo
 
-    return demo.main(keep_going=args.keep)
+    return demo.main()
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -102,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Boot a real systemd in a private namespace, plug a demo drive and show "
         "what offsite makes of it. Needs root. Leaves nothing behind.",
     )
-    p.add_argument("--keep", action="store_true", help="continue past a failed step")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

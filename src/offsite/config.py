@@ -147,7 +147,8 @@ def _type_name(node: Node) -> str:
         return "a mapping"
     if isinstance(node, SeqNode):
         return "a list"
-    assert isinstance(node, ScalarNode)
+    if not isinstance(node, ScalarNode):
+        return "an unknown value"
     v = node.value
     if v is None:
         return "nothing (null)"
@@ -475,10 +476,9 @@ def _read_job(
             if m.has(key) and kind not in kinds:
                 allowed = " and ".join(sorted(kinds))
                 m.fail(key, f"{key} applies only to {allowed} jobs, not to {kind} jobs")
-        if kind is JobKind.MIRROR and not (drive and trigger):
-            if drive is None:
-                m.r.problem(m.node.loc, m.key_path("drive"),
-                            "a mirror job needs the drive (or rotation group) it copies to")
+        if kind is JobKind.MIRROR and drive is None:
+            m.r.problem(m.node.loc, m.key_path("drive"),
+                        "a mirror job needs the drive (or rotation group) it copies to")
         if kind in (JobKind.MIRROR, JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.BORGMATIC) \
                 and not repos and not m.has("repositories"):
             m.r.problem(m.node.loc, m.key_path("repositories"),

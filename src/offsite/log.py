@@ -124,8 +124,8 @@ def stderr_is_journal() -> bool:
 
 def setup(debug: bool = False) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if stderr_is_journal() and os.path.exists(JOURNAL_SOCKET):
         handler = JournalHandler()

@@ -166,7 +166,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=child_env(env),
             start_new_session=new_session,
-            preexec_fn=_kill_me_with_parent if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=_kill_me_with_parent if die_with_parent else None,
         )
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc

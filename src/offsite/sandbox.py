@@ -21,7 +21,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -152,9 +152,8 @@ class Sandbox:
             args += ["--unit", unit]
         return self.run([*args, *matches]).stdout
 
-    def wait_until(self, what: str, predicate: object, timeout: float = 30.0) -> None:
-        """Wait for a condition inside (a callable returning bool), failing with `what`."""
-        assert callable(predicate)
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait for a condition inside, failing with a message naming `what`."""
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -187,6 +186,7 @@ class Sandbox:
         image.parent.mkdir(parents=True, exist_ok=True)
         with image.open("wb") as f:
             f.truncate(size_mb * 1024 * 1024)
+        argv: list[Arg]
         if fstype == "ext4":
             argv = ["mkfs.ext4", "-q", "-U", uuid, *(["-L", label] if label else []), image]
         elif fstype == "xfs":
@@ -345,11 +345,10 @@ def _require_root() -> None:
         raise Fatal("systemd is not installed", "apt-get install systemd udev dbus")
 
 
-def _find_pid1(outer: int, proc_poll: object, timeout: float) -> int:
+def _find_pid1(outer: int, proc_poll: Callable[[], int | None], timeout: float) -> int:
     """The host PID of the systemd that unshare forked (once the boot script exec'd it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert callable(proc_poll)
         if proc_poll() is not None:
             raise Fatal("sandbox: the boot script exited before systemd started")
         for child in _children(outer):

@@ -55,7 +55,7 @@ def format_span(seconds: float) -> str:
     """A time span systemd reads back to the same value, e.g. 5400 -> "1h 30min"."""
     if math.isinf(seconds):
         return "infinity"
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole == 0:
         return "0"
     parts = []

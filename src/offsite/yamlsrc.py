@@ -114,15 +114,15 @@ def _convert_node(node: yaml.Node, walk: _Walk, depth: int, path: str) -> Node:
         return SeqNode(_loc(node), tuple(
             _convert(item, walk, depth + 1, f"{path}[{i}]") for i, item in enumerate(node.value)
         ))
-    assert isinstance(node, yaml.MappingNode)
+    if not isinstance(node, yaml.MappingNode):
+        raise YamlError(f"unsupported YAML node {type(node).__name__}", _loc(node))
     entries: dict[str, MapEntry] = {}
     merged: dict[str, MapEntry] = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             for source in _merge_sources(value_node):
                 converted = _convert(source, walk, depth + 1, path)
-                assert isinstance(converted, MapNode)
-                for key, entry in converted.entries.items():
+                for key, entry in getattr(converted, "entries", {}).items():
                     merged.setdefault(key, entry)
             continue
         if not isinstance(key_node, yaml.ScalarNode):

@@ -265,9 +265,13 @@ def test_self_referencing_alias(tmp_path: Path) -> None:
 
 
 def test_merge_keys_work(tmp_path: Path) -> None:
-    text = GOOD + "  weekly:\n    <<: &common {kind: borg-check, repositories: [main]}\n    schedule: weekly\n"
+    text = GOOD + (
+        "  weekly:\n    <<: &common {kind: borg-check, repositories: [main]}\n    schedule: weekly\n"
+        "  monthly:\n    <<: *common\n    schedule: monthly\n    verify_data: true\n"
+    )
     cfg = config.load(write(tmp_path, text))
     assert cfg.job("weekly").kind is JobKind.BORG_CHECK
+    assert cfg.job("monthly").repositories == ("main",) and cfg.job("monthly").verify_data
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:

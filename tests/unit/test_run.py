@@ -67,7 +67,7 @@ def test_missing_program() -> None:
 
 
 def test_timeout_kills() -> None:
-    with pytest.raises(run.CommandError, match="did not finish within 0.2 s"):
+    with pytest.raises(run.CommandError, match=r"did not finish within 0\.2 s"):
         run.run(["sleep", "5"], timeout=0.2)
 
 
@@ -76,12 +76,12 @@ def test_spawned_child_dies_with_parent(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     script = (
         "import sys, time\n"
-        "sys.path.insert(0, %r)\n"
+        f"sys.path.insert(0, {str(SRC.parent)!r})\n"
         "from offsite import run\n"
         "p = run.spawn(['sleep', '60'])\n"
-        "open(%r, 'w').write(str(p.pid))\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(60)\n"
-    ) % (str(SRC.parent), str(pidfile))
+    )
     middle = run.spawn([sys.executable, "-c", script], die_with_parent=False)
     deadline = time.monotonic() + 10
     while not pidfile.exists() or not pidfile.read_text():
