@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -358,6 +359,22 @@ def _find_pid1(outer: int, proc_poll: Callable[[], int | None], timeout: float) 
     raise Fatal(f"sandbox: systemd did not start within {timeout:g} s")
 
 
+def _own_trees() -> list[Path]:
+    """Where this offsite and its Python live, when the overlay of / would not show them
+    (another filesystem, or under /tmp and /run, which the sandbox mounts afresh)."""
+    root_dev = os.stat("/").st_dev
+    package = Path(__file__).resolve().parent
+    source = package.parents[1] if package.parent.name == "src" else package
+    trees: list[Path] = []
+    for tree in (source, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()):
+        hidden = tree.is_relative_to("/tmp") or tree.is_relative_to("/run")
+        if (hidden or os.stat(tree).st_dev != root_dev) and not any(
+            tree.is_relative_to(t) for t in trees
+        ):
+            trees.append(tree)
+    return trees
+
+
 @contextlib.contextmanager
 def booted(timeout: float = BOOT_TIMEOUT) -> Iterator[Sandbox]:
     """Boot a sandbox, yield it, and always tear it down (also on error or Ctrl-C)."""
@@ -380,7 +397,7 @@ def booted(timeout: float = BOOT_TIMEOUT) -> Iterator[Sandbox]:
                 # --kill-child: if unshare dies, its child (our systemd) gets SIGKILL; with
                 # die_with_parent, unshare itself dies with this process. Nothing outlives us.
                 proc = spawn(["unshare", "--pid", "--mount", "--fork", "--mount-proc",
-                              "--kill-child=SIGKILL", "sh", script_path, workdir],
+                              "--kill-child=SIGKILL", "sh", script_path, workdir, *_own_trees()],
                              stdout=console)
                 pid1 = _find_pid1(proc.pid, proc.poll, timeout)
             sandbox = Sandbox(workdir, pid1, proc.pid, console)
