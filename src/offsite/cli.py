@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__
+from offsite import __version__, install, jobs, render
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
 from offsite.model import DriveTrigger, Job, Schedule
+from offsite.render import Rendered
 from offsite.run import CommandError
 
 logger = logging.getLogger("offsite")
@@ -21,10 +24,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
 PLANNED: dict[str, tuple[str, str]] = {
-    "plan": ("show what install would change (a diff of the units)", "unit generation, #3"),
-    "install": ("render, verify and install the systemd units", "unit generation, #3"),
-    "uninstall": ("remove exactly the units offsite installed", "unit generation, #3"),
-    "exec": ("run one job (what the job units call)", "the off-site copy, #4"),
+    "namespace": ("create or remove the private backup mount namespace", "the off-site copy, #4"),
     "run": ("start a job through systemd and follow it", "the off-site copy, #4"),
     "drives": ("list drives, when each was last seen and copied", "the off-site copy, #4"),
     "agent": ("the long-running agent: udev, D-Bus, LED, history", "the agent, #5"),
@@ -53,6 +53,66 @@ def describe_trigger(job: Job) -> str:
     if isinstance(job.trigger, DriveTrigger):
         return "when drive " + " or ".join(repr(d) for d in job.trigger.drives) + " is plugged"
     return "started by hand"
+
+
+def _offsite_bin(args: argparse.Namespace) -> Path:
+    """The offsite executable the units will run: --offsite-bin, or the one running now."""
+    if args.offsite_bin is not None:
+        return Path(args.offsite_bin)
+    me = Path(sys.argv[0])
+    if me.name == "offsite" and me.exists():
+        return me.absolute()
+    found = shutil.which("offsite")
+    if found:
+        return Path(found)
+    raise Fatal("cannot tell where the offsite command is installed",
+                "pass --offsite-bin /path/to/offsite")
+
+
+def _rendered(args: argparse.Namespace) -> tuple[Rendered, Path]:
+    config_path = Path(os.path.abspath(args.config))
+    cfg = configmod.load(config_path)
+    return render.render(cfg, _offsite_bin(args), config_path), cfg.source
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    rendered, _ = _rendered(args)
+    changes = install.plan(args.root, rendered)
+    if not changes:
+        print("No changes: the installed units match the configuration.")
+        return 0
+    sys.stdout.write(install.diff_text(changes, args.root / install.UNIT_DIR))
+    counts = {a: sum(1 for c in changes if c.action is a) for a in install.Action}
+    print(f"\n{counts[install.Action.ADD]} to add, {counts[install.Action.CHANGE]} to change, "
+          f"{counts[install.Action.REMOVE]} to remove. Run `offsite install` to apply.")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    rendered, source = _rendered(args)
+    live = args.root == Path("/")
+    outcome = install.install(rendered, args.root, live=live, check=not args.no_verify)
+    if not outcome.changes:
+        print("No changes: the installed units already match the configuration.")
+        return 0
+    for change in outcome.changes:
+        print(f"{change.action:>7} {args.root / install.UNIT_DIR / change.name}")
+    tail = "systemd reloaded once; timers started." if live else "systemd was not contacted (--root)."
+    print(f"Installed from {source}: {len(outcome.changes)} change(s). {tail}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    outcome = install.uninstall(args.root, live=args.root == Path("/"))
+    for change in outcome.changes:
+        print(f" remove {args.root / install.UNIT_DIR / change.name}")
+    print(f"Removed {len(outcome.changes)} file(s) offsite had installed.")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    return jobs.execute(cfg, args.job, args.drive)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,24 +148,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # -c also after the command (offsite check -c FILE); SUPPRESS keeps the global default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                        help=f"the configuration file (default: {configmod.DEFAULT_PATH})")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging and tracebacks")
 
     p = sub.add_parser(
-        "check", help="validate the configuration and report every problem at once",
+        "check", parents=[common], help="validate the configuration and report every problem at once",
         description="Validate the configuration. Exits 0 when it is good, 1 with every "
         "problem listed (file:line:column, key path, hint) when it is not.",
     )
     p.add_argument("file", nargs="?", type=Path, help="the file to check (default: -c FILE)")
     p.set_defaults(func=cmd_check)
 
+    def root_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                       help="work on the tree under DIR without talking to systemd (packaging)")
+
+    def bin_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--offsite-bin", metavar="PATH",
+                       help="the offsite executable the units run (default: this one)")
+
     p = sub.add_parser(
-        "demo", help="show offsite at work in a throw-away sandbox systemd",
+        "plan", parents=[common], help="show what install would add, change and remove, touching nothing",
+        description="Render the units from the configuration and print a diff against what "
+        "is installed. Changes nothing.",
+    )
+    root_option(p)
+    bin_option(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "install", parents=[common], help="render, verify and install the systemd units; reload systemd once",
+        description="Render the units, check them with systemd-analyze verify, move them into "
+        "/etc/systemd/system, remove units offsite installed earlier that the configuration "
+        "no longer wants, reload systemd once and start the timers. A configuration with "
+        "any problem installs nothing.",
+    )
+    root_option(p)
+    bin_option(p)
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip systemd-analyze verify (when the offsite path does not exist here)")
+    p.set_defaults(func=cmd_install)
+
+    p = sub.add_parser(
+        "uninstall", parents=[common], help="remove exactly the units offsite installed",
+        description="Stop and remove every unit and link offsite installed (as recorded in "
+        "its manifest) and nothing else; reload systemd once.",
+    )
+    root_option(p)
+    p.set_defaults(func=cmd_uninstall)
+
+    p = sub.add_parser(
+        "exec", parents=[common], help="run one job now, in this process (what the job units call)",
+        description="Run JOB: take its locks (waiting while another job uses the same "
+        "repository or path), then do its work. Normally run by offsite-JOB.service.",
+    )
+    p.add_argument("--drive", help="the drive that started this job (drive-started jobs)")
+    p.add_argument("job", help="the job's name in the configuration")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="show offsite at work in a throw-away sandbox systemd",
         description="Boot a real systemd in a private namespace, plug a demo drive and show "
         "what offsite makes of it. Needs root. Leaves nothing behind.",
     )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "sandbox", help="run a command in a throw-away sandbox systemd (for trying units)",
+        "sandbox", parents=[common], help="run a command in a throw-away sandbox systemd (for trying units)",
         description="Boot a real systemd as PID 1 of a private PID and mount namespace on a "
         "copy-on-write overlay of this machine's root, run COMMAND inside (default: a shell), "
         "then halt it. Nothing it writes reaches the host. Needs root.",
@@ -114,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sandbox)
 
     for name, (summary, owner) in PLANNED.items():
-        p = sub.add_parser(name, help=f"{summary} [not yet: {owner}]",
+        p = sub.add_parser(name, parents=[common], help=f"{summary} [not yet: {owner}]",
                            description=f"{summary}. Not implemented yet ({owner}).")
         p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=planned(name, owner))

@@ -40,6 +40,8 @@ STATE_FILE = STATE_DIR / "state.json"
 DEV_DISK = Path("/dev/disk")
 CGROUP2_CANDIDATES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 IMAGES_INSIDE = Path("/var/lib/offsite-sandbox")
+# Directories the boot script mounts afresh inside (not temporary files of ours).
+REMOUNTED = (Path("/tmp"), Path("/run"))  # noqa: S108
 BOOT_TIMEOUT = 60.0
 HALT_TIMEOUT = 15.0
 
@@ -367,7 +369,7 @@ def _own_trees() -> list[Path]:
     source = package.parents[1] if package.parent.name == "src" else package
     trees: list[Path] = []
     for tree in (source, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()):
-        hidden = tree.is_relative_to("/tmp") or tree.is_relative_to("/run")
+        hidden = any(tree.is_relative_to(d) for d in REMOUNTED)
         if (hidden or os.stat(tree).st_dev != root_dev) and not any(
             tree.is_relative_to(t) for t in trees
         ):
