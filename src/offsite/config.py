@@ -492,9 +492,8 @@ def _read_job(
                             "a pull job needs a destination directory")
             if repos:
                 m.fail("repositories", "a pull job copies into a directory, not a repository")
-        if drive is not None and kind is not JobKind.MIRROR:
-            m.fail("drive", f"only mirror jobs are started by a drive, not {kind} jobs",
-                   "give this job a schedule instead")
+        if drive is not None and kind is JobKind.PULL:
+            m.fail("drive", "a pull job is not started by a drive", "give it a schedule instead")
     m.done()
     if kind is None:
         return None

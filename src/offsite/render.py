@@ -64,17 +64,26 @@ _PLAIN_ARG = frozenset(
 )
 
 
+def word(text: str) -> str:
+    """One word of a space-separated setting (LogExtraFields=): quoted if needed."""
+    _no_controls(text)
+    if text and all(c in _PLAIN_ARG for c in text):
+        quoted = text
+    else:
+        quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted.replace("%", "%%")
+
+
 def exec_arg(arg: str) -> str:
     """One argument of ExecStart=: quoted if needed, specifiers and variables disarmed."""
-    _no_controls(arg)
-    if arg and all(c in _PLAIN_ARG for c in arg) and not arg.startswith(("-", "@", "+", "!", ":")):
-        quoted = arg
-    else:
-        quoted = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return quoted.replace("%", "%%").replace("$", "$$")
+    return word(arg).replace("$", "$$")
 
 
 def exec_line(argv: Sequence[str | Path]) -> str:
+    """A command line for ExecStart=. The program is an absolute path, so none of the
+    prefixes systemd reads from the first word (-, @, +, !, :) can appear by accident."""
+    if not str(argv[0]).startswith("/"):
+        raise RenderError(f"the program {argv[0]!r} must be given by its absolute path")
     return " ".join(exec_arg(str(a)) for a in argv)
 
 
@@ -249,6 +258,9 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
     service = [
         "[Service]",
         "Type=oneshot",
+        "# borg keeps keys and caches here; ReadWritePaths= below needs them to exist ('+':",
+        "# this one mkdir runs outside the sandbox).",
+        "ExecStartPre=+/bin/mkdir -p -m 0700 /root/.cache/borg /root/.config/borg",
         f"ExecStart={exec_line(argv)}",
         "# A oneshot has no start timeout by default: a hung borg would never fail or mail.",
         f"TimeoutStartSec={timespan.format_span(job.timeout)}",
@@ -256,7 +268,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         "TimeoutStopSec=2min",
         "KillMode=mixed",
         "SyslogIdentifier=offsite",
-        f"LogExtraFields=JOB={unit_value(job.name)}",
+        f"LogExtraFields={word('JOB=' + job.name)}",
         "Nice=10",
         "IOSchedulingClass=idle",
         _format(_job_hardening(job, [drive] if drive else [], repo_paths)).rstrip("\n"),
@@ -300,7 +312,7 @@ def _unlock(drive: Drive) -> str:
         ("RestrictAddressFamilies", "AF_UNIX AF_NETLINK", "the journal and udev"),
         ("RestrictNamespaces", "yes", "no namespaces at all"),
         ("ProtectSystem", "strict", "nothing on disk is written"),
-        ("ProtectHome", "yes", "keys do not live in /home"),
+        ("ProtectHome", "read-only", "a keyfile may live under /root; nothing is written there"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
         ("SystemCallFilter", "@system-service", "what a service needs; device-mapper is ioctl"),
         ("SystemCallErrorNumber", "EPERM", "a refused call fails cleanly"),
@@ -374,7 +386,8 @@ def _notify(cfg: Config, offsite: Path, config_path: Path) -> str:
         ("CapabilityBoundingSet", "", "root's files are readable without capabilities"),
         ("ProtectSystem", "strict", "writes only to its spool"),
         ("ReadWritePaths", f"{STATE_DIR}", "the mail spool lives under /var/lib/offsite"),
-        ("ProtectHome", "yes", "no mail needs /home"),
+        ("ProtectHome", "read-only",
+         "offsite's Python may live under /root (a virtualenv); nothing is written there"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
         ("PrivateDevices", "yes", "no devices"),
         ("RestrictNamespaces", "yes", "no namespaces"),
@@ -405,7 +418,8 @@ def _agent(offsite: Path, config_path: Path) -> str:
         ("ProtectSystem", "strict", "writes only its state (history, metrics)"),
         ("StateDirectory", "offsite", "history and LED state in /var/lib/offsite"),
         ("ReadWritePaths", "-/var/lib/prometheus/node-exporter", "the metrics textfile"),
-        ("ProtectHome", "yes", "no business in /home"),
+        ("ProtectHome", "read-only",
+         "offsite's Python may live under /root (a virtualenv); nothing is written there"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
         ("DevicePolicy", "closed", "only the USB LED"),
         ("DeviceAllow", "char-usb_device rw", "the BlinkStick is a USB device"),

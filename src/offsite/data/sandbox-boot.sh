@@ -48,4 +48,4 @@ pivot_root . .oldroot
 umount -l /.oldroot
 rmdir /.oldroot
 export container=offsite-sandbox
-exec /lib/systemd/systemd --system --unit=offsite-sandbox.target --log-target=console --log-level=warning
+exec /lib/systemd/systemd --system --unit=offsite-sandbox.target --log-target=journal-or-kmsg --log-level=info

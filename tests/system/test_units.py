@@ -1,0 +1,271 @@
+"""Generated units in a real systemd: install, timers, OnFailure, drives, locks, names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from offsite import config, escape, locks, render
+from offsite.model import Schedule
+from offsite.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFSITE = Path(sys.prefix) / "bin" / "offsite"
+CONFIG = "/etc/offsite/offsite.yaml"
+UNIT_DIR = "/etc/systemd/system"
+UUID = "22222222-3333-4444-5555-666666666666"
+REPO = "/srv/borg/main"
+
+
+def offsite(box: Sandbox, *args: str, check: bool = True) -> tuple[int, str, str]:
+    result = box.run([str(OFFSITE), "--config", CONFIG, *args], check=check, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+def write_config(box: Sandbox, text: str) -> None:
+    box.write(CONFIG, textwrap.dedent(text))
+
+
+def make_repo(box: Sandbox, path: str = REPO) -> None:
+    env = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+    box.run(["mkdir", "-p", str(Path(path).parent)])
+    box.run(["borg", "init", "--encryption=none", "--", path], env=env)
+    box.write("/srv/data/file.txt", "some data\n" * 1000)
+    box.run(["borg", "create", "--", f"{path}::first", "/srv/data"], env=env)
+
+
+def journal_json(box: Sandbox, *matches: str) -> list[dict[str, str]]:
+    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def start_results(box: Sandbox, unit: str) -> list[str]:
+    """How each start job of the unit ended (done, failed, ...), from systemd's own log.
+
+    Read from the journal because a finished static unit is unloaded, and with it the
+    properties systemctl show would report."""
+    return [e["JOB_RESULT"] for e in journal_json(box, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
+            if "JOB_RESULT" in e]
+
+
+def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
+    sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text())
+    _, out, _ = offsite(sandbox, "install")
+    assert "systemd reloaded once" in out
+    # One reload: systemd logs each one.
+    reloads = [e for e in journal_json(sandbox, "_PID=1") if e["MESSAGE"] == "Reloading."]
+    assert len(reloads) == 1
+
+    timers = sandbox.systemctl("list-timers", "--all", "--no-legend", "--plain").stdout
+    cfg = config.load(ROOT / "examples" / "offsite.yaml")
+    scheduled = [j for j in cfg.jobs if isinstance(j.trigger, Schedule)]
+    assert len(scheduled) == 4
+    for job in scheduled:
+        assert isinstance(job.trigger, Schedule)
+        timer = render.timer_unit(job.name)
+        assert timer in timers
+        assert sandbox.show(timer, "ActiveState") == "active"
+        # The next run is the one systemd-analyze computes for the expression (plus at most
+        # the randomized delay).
+        utc = {"TZ": "UTC"}
+        text = sandbox.run(["systemd-analyze", "calendar", "--", job.trigger.calendar],
+                           env=utc).stdout
+        match = re.search(r"Next elapse: \w{3} (\S+ \S+) UTC", text)
+        assert match, text
+        expected = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        raw = sandbox.run(["systemctl", "show", "-P", "NextElapseUSecRealtime", "--", timer],
+                          env=utc).stdout.strip()
+        actual = datetime.strptime(raw, "%a %Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+        delay = timedelta(seconds=job.trigger.randomized_delay)
+        assert expected <= actual <= expected + delay + timedelta(minutes=1), (timer, actual)
+    # Drive jobs are wanted by the drives' device units.
+    for drive in cfg.drives:
+        wants = sandbox.host_path(f"{UNIT_DIR}/{escape.uuid_device_unit(drive.uuid)}.wants")
+        assert [p.name for p in wants.iterdir()] == [render.job_unit("offsite-copy", drive.name)]
+    # A second install with nothing changed changes nothing and does not reload.
+    _, out, _ = offsite(sandbox, "install")
+    assert out.startswith("No changes")
+
+
+BROKEN = """\
+    repositories:
+      main: {path: /srv/borg/missing}
+    jobs:
+      broken:
+        kind: borg-check
+        repositories: [main]
+"""
+
+
+def test_failing_job_is_failed_and_runs_notify_with_its_name(sandbox: Sandbox) -> None:
+    write_config(sandbox, BROKEN)
+    offsite(sandbox, "install")
+    unit = render.job_unit("broken")
+    sandbox.systemctl("start", "--", unit, check=False)
+    sandbox.wait_for_state(unit, ["failed"])
+    assert sandbox.show(unit, "Result") == "exit-code"
+    notify = f"offsite-notify@{unit}.service"
+    # The OnFailure= unit ran with the failed unit's name as its instance.
+    sandbox.wait_until("the notify unit to run", lambda: bool(start_results(sandbox, notify)))
+    # What it printed is from `offsite notify failure <unit>` (the mail is issue #6's).
+    sandbox.wait_until("the notify unit's output", lambda: any(
+        "offsite notify" in e["MESSAGE"] for e in journal_json(sandbox, f"_SYSTEMD_UNIT={notify}")))
+    job_log = "\n".join(e["MESSAGE"] for e in journal_json(sandbox, "JOB=broken"))
+    assert "/srv/borg/missing" in job_log
+
+
+def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
+    make_repo(sandbox)
+    write_config(sandbox, f"""\
+        drives:
+          d1: {{uuid: {UUID}, type: plain, mount: /mnt/offsite}}
+        repositories:
+          main: {{path: {REPO}}}
+        jobs:
+          on-plug:
+            kind: borg-check
+            repositories: [main]
+            drive: d1
+        """)
+    offsite(sandbox, "install")
+    unit = render.job_unit("on-plug", "d1")
+    # Hold the repository's lock so that the job stays running until we pull the drive.
+    lock = locks.LOCK_DIR / locks.lock_name(REPO)
+    sandbox.run(["mkdir", "-p", str(locks.LOCK_DIR)])
+    sandbox.run(["systemd-run", "--unit=holder", "--", "flock", str(lock), "sleep", "600"])
+    sandbox.wait_for_state("holder.service", ["active"])
+
+    image = sandbox.make_drive("d1", UUID)
+    device = sandbox.plug(image)
+    sandbox.wait_for_state(unit, ["activating"])
+    sandbox.wait_until("the job to wait for the lock", lambda: any(
+        "waiting for" in e["MESSAGE"] for e in journal_json(sandbox, "JOB=on-plug")))
+    sandbox.unplug(device)
+    state = sandbox.wait_for_state(unit, ["inactive", "failed"])
+    assert state in ("inactive", "failed")
+    # Plugged again with the lock free: the job runs to success.
+    sandbox.systemctl("stop", "holder.service")
+    sandbox.plug(image)
+    sandbox.wait_until("the job to succeed", lambda: "done" in start_results(sandbox, unit))
+    assert any("succeeded" in e["MESSAGE"] for e in journal_json(sandbox, "JOB=on-plug"))
+
+
+def two_jobs_config(names: list[str]) -> str:
+    jobs = "".join(f'  "{n}":\n    kind: borg-check\n    repositories: [main]\n' for n in names)
+    return f"repositories:\n  main: {{path: {REPO}}}\njobs:\n{jobs}"
+
+
+def test_two_jobs_on_one_repository_run_one_after_the_other(sandbox: Sandbox) -> None:
+    make_repo(sandbox)
+    sandbox.write(CONFIG, two_jobs_config(["check-a", "check-b"]))
+    offsite(sandbox, "install")
+    units = [render.job_unit("check-a"), render.job_unit("check-b")]
+    sandbox.systemctl("start", "--no-block", "--", *units)
+    sandbox.wait_until("both checks to finish", lambda: all(
+        start_results(sandbox, unit) for unit in units), timeout=120)
+    for unit in units:
+        assert start_results(sandbox, unit) == ["done"]
+    spans = []
+    for name in ("check-a", "check-b"):
+        entries = journal_json(sandbox, f"JOB={name}")
+        start = next(int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if "started" in e["MESSAGE"])
+        end = next(int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if "succeeded" in e["MESSAGE"])
+        spans.append((start, end))
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert first_end <= second_start, f"the two checks overlapped: {spans}"
+    waited = [e for n in ("check-a", "check-b") for e in journal_json(sandbox, f"JOB={n}")
+              if "waiting for" in e["MESSAGE"]]
+    assert len(waited) == 1 and REPO in waited[0]["MESSAGE"]
+
+
+NASTY = ["with space", "unicodé", "50%", "$HOME", "-leading"]
+
+
+def test_nasty_names_round_trip(sandbox: Sandbox) -> None:
+    make_repo(sandbox)
+    sandbox.write(CONFIG, two_jobs_config(NASTY))
+    offsite(sandbox, "install")
+    for name in NASTY:
+        unit = render.job_unit(name)
+        assert sandbox.host_path(f"{UNIT_DIR}/{unit}").exists()
+        middle = unit.removeprefix("offsite-").removesuffix(".service")
+        back = sandbox.run(["systemd-escape", "--unescape", "--", middle]).stdout.rstrip("\n")
+        assert back == name
+        sandbox.systemctl("start", "--", unit)
+        assert start_results(sandbox, unit) == ["done"]
+        messages = [e["MESSAGE"] for e in journal_json(sandbox, f"JOB={name}")]
+        assert f"job {name} succeeded" in " ".join(messages), messages
+        description = sandbox.show(unit, "Description")
+        assert description.startswith(f"offsite {name}: ")
+
+
+def _checksums(box: Sandbox) -> dict[str, str]:
+    unit_dir = box.host_path(UNIT_DIR)
+    out = {}
+    for path in sorted(unit_dir.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(unit_dir))] = "-> " + str(path.readlink())
+        elif path.is_file():
+            out[str(path.relative_to(unit_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_removed_job_goes_and_foreign_units_stay(sandbox: Sandbox) -> None:
+    make_repo(sandbox)
+    sandbox.write(CONFIG, two_jobs_config(["keep", "drop"]) + "    schedule: daily\n")
+    sandbox.install_unit("offsite-handmade.service", "[Service]\nExecStart=/bin/true\n")
+    offsite(sandbox, "install")
+    dropped = [render.job_unit("drop"), render.timer_unit("drop")]
+    assert all(sandbox.host_path(f"{UNIT_DIR}/{u}").exists() for u in dropped)
+    assert sandbox.show(render.timer_unit("drop"), "ActiveState") == "active"
+
+    sandbox.write(CONFIG, two_jobs_config(["keep"]))
+    _, plan, _ = offsite(sandbox, "plan")
+    assert "remove: " in plan and render.timer_unit("drop") in plan
+    offsite(sandbox, "install")
+    assert not any(sandbox.host_path(f"{UNIT_DIR}/{u}").exists() for u in dropped)
+    assert not sandbox.host_path(f"{UNIT_DIR}/timers.target.wants/{render.timer_unit('drop')}").exists()
+    assert sandbox.show(render.timer_unit("drop"), "LoadState") == "not-found"
+    assert sandbox.host_path(f"{UNIT_DIR}/offsite-handmade.service").exists()
+
+    offsite(sandbox, "uninstall")
+    left = [p for p in _checksums(sandbox) if "offsite" in p and p != "offsite-sandbox.target"]
+    assert left == ["offsite-handmade.service"]
+
+
+def test_broken_config_after_good_install_changes_nothing(sandbox: Sandbox) -> None:
+    sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text())
+    offsite(sandbox, "install")
+    before = _checksums(sandbox)
+    states = sandbox.systemctl("list-units", "--all", "--plain", "--no-legend", "offsite-*").stdout
+    sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text().replace(
+        "kind: borg-check", "kind: borg-chek").replace("schedule: monthly", "schedule: never"))
+    code, _, err = offsite(sandbox, "install", check=False)
+    assert code == 1
+    assert "jobs.weekly-check.kind" in err and "jobs.restore-test.schedule" in err
+    assert _checksums(sandbox) == before
+    after = sandbox.systemctl("list-units", "--all", "--plain", "--no-legend", "offsite-*").stdout
+    assert after == states
+
+
+def test_a_unit_offsite_did_not_write_is_never_overwritten(sandbox: Sandbox) -> None:
+    sandbox.write(CONFIG, two_jobs_config(["mine"]))
+    sandbox.write(f"{UNIT_DIR}/{render.job_unit('mine')}", "[Service]\nExecStart=/bin/true\n")
+    code, _, err = offsite(sandbox, "install", check=False)
+    assert code == 1 and "not installed by offsite" in err
+    text = sandbox.host_path(f"{UNIT_DIR}/{render.job_unit('mine')}").read_text()
+    assert text == "[Service]\nExecStart=/bin/true\n"
+
+
+@pytest.fixture(autouse=True)
+def _offsite_is_installed() -> None:
+    if shutil.which(str(OFFSITE)) is None:
+        pytest.fail(f"{OFFSITE} is missing: run `make setup` (pip install -e .)")
