@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -92,7 +92,9 @@ class ConfigError(Exception):
 class HostChecks(Protocol):
     """What validation asks of the machine it runs on."""
 
-    def calendar_error(self, expression: str) -> str | None: ...
+    def calendar_errors(self, expressions: Sequence[str]) -> dict[str, str]:
+        """Why systemd rejects each rejected OnCalendar expression (accepted ones left out)."""
+        ...
 
     def keyfile_error(self, path: Path) -> str | None: ...
 
@@ -338,20 +340,23 @@ class _Map:
 class SystemHostChecks:
     """HostChecks against this machine: systemd-analyze for calendars, stat for keyfiles."""
 
-    def __init__(self) -> None:
-        self._calendar_cache: dict[str, str | None] = {}
-
-    def calendar_error(self, expression: str) -> str | None:
+    def calendar_errors(self, expressions: Sequence[str]) -> dict[str, str]:
+        """One systemd-analyze call for all expressions; one per expression only if some fail."""
         from offsite import run  # deferred: keeps config importable without a process
 
-        if expression not in self._calendar_cache:
-            try:
-                run.run(["systemd-analyze", "calendar", "--iterations=1", "--", expression])
-                self._calendar_cache[expression] = None
-            except run.CommandError as exc:
-                lines = [ln.strip() for ln in exc.stderr.splitlines() if ln.strip()]
-                self._calendar_cache[expression] = lines[-1] if lines else str(exc)
-        return self._calendar_cache[expression]
+        unique = sorted(set(expressions))
+        if not unique:
+            return {}
+        argv = ["systemd-analyze", "calendar", "--iterations=1", "--"]
+        if run.run([*argv, *unique], check=False).returncode == 0:
+            return {}
+        errors = {}
+        for expression in unique:
+            result = run.run([*argv, expression], check=False)
+            if result.returncode != 0:
+                lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+                errors[expression] = lines[-1] if lines else f"exit code {result.returncode}"
+        return errors
 
     def keyfile_error(self, path: Path) -> str | None:
         return keyfile_problem(path)
@@ -424,7 +429,8 @@ def _read_pull(m: _Map) -> PullSource | None:
 
 def _read_job(
     m: _Map, name: str, drives: dict[str, Drive], groups: dict[str, tuple[str, ...]],
-    declared_drives: set[str] | None, repositories: set[str] | None, host: HostChecks,
+    declared_drives: set[str] | None, repositories: set[str] | None,
+    calendars: list[tuple[str, _Map]],
 ) -> Job | None:
     kind = m.choice("kind", JobKind, required=True)
     description = m.text("description") or ""
@@ -436,10 +442,7 @@ def _read_job(
         m.fail("drive", "a job is started either by a schedule or by a drive, not both",
                "split it into two jobs")
     elif calendar is not None:
-        error = host.calendar_error(calendar)
-        if error:
-            m.fail("schedule", f"systemd does not accept {calendar!r} as OnCalendar: {error}",
-                   "test it with: systemd-analyze calendar '...'; e.g. daily, *-*-* 02:30")
+        calendars.append((calendar, m))  # checked together, by systemd, after all jobs
         trigger = Schedule(calendar, delay)
     elif drive is not None:
         if drive in drives:
@@ -644,11 +647,18 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
             repositories[name] = repo
 
     jobs: list[Job] = []
+    calendars: list[tuple[str, _Map]] = []
     for name, _loc, m in top.named_mappings("jobs"):
         job = _read_job(m, name, drives, groups, top.declared("drives"),
-                        top.declared("repositories"), host)
+                        top.declared("repositories"), calendars)
         if job is not None:
             jobs.append(job)
+    rejected = host.calendar_errors([expression for expression, _ in calendars])
+    for expression, m in calendars:
+        if expression in rejected:
+            m.fail("schedule", f"systemd does not accept {expression!r} as OnCalendar: "
+                   f"{rejected[expression]}",
+                   "test it with: systemd-analyze calendar '...'; e.g. daily, *-*-* 02:30")
     if not top.has("jobs") and not reader.problems:
         reader.problem(doc.root.loc, "jobs", "no jobs are defined", "add a jobs: section")
 

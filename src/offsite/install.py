@@ -196,8 +196,9 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
     try:
         for name, content in rendered.files.items():
             _write_file(staging / name, content)
-        if check:
-            verify(staging, rendered.files)
+        if check:  # what is unchanged was verified when it was installed
+            verify(staging, [c.name for c in changes if c.action is not Action.REMOVE
+                             and c.name in rendered.files])
         if not changes:
             return Outcome((), 0)
         if live:
