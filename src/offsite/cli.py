@@ -112,7 +112,12 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
-    return jobs.execute(cfg, args.job, args.drive)
+    try:
+        return jobs.execute(cfg, args.job, args.drive)
+    except (Fatal, CommandError) as exc:
+        # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
+        logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
+        return EXIT_FAILURE
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

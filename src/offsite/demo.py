@@ -1,22 +1,25 @@
 """``offsite demo``: the product's story told in a throw-away sandbox systemd.
 
-Today it shows the foundation: the embedded demo config is validated, a real systemd boots
-in a private namespace, a drive-triggered unit is installed, the demo drive is plugged,
-and systemd itself starts the unit, with the journal to prove it. Later parts of offsite
-(unit generation, the copy, the LED, mail) add their steps here.
+A real systemd boots in a private namespace; offsite installs the units of the embedded
+demo configuration into it; the demo drive is plugged and systemd itself starts the drive
+job; a job made to fail shows the OnFailure= path. Later parts of offsite (the copy, the
+LED, mail) add their steps here.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
-from offsite import config, escape, sandbox
+from offsite import config, render, sandbox
 from offsite.model import DriveTrigger
 
 DEMO_CONFIG = "demo.yaml"
+CONFIG_INSIDE = "/etc/offsite/offsite.yaml"
+BORG_ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
 
 
 def _say(step: str) -> None:
@@ -29,56 +32,74 @@ def _show(text: str) -> None:
         print(f"    {line}", flush=True)
 
 
-def _drive_unit_text(job: str, device_unit: str) -> str:
-    # What the unit-generation issue will render from the config; hand-written for now.
-    return (
-        "[Unit]\n"
-        f"Description=offsite demo: job {job} (started by systemd when the drive appears)\n"
-        f"BindsTo={device_unit}\n"
-        f"After={device_unit}\n\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        "RemainAfterExit=yes\n"
-        f"ExecStart=/bin/echo offsite: the drive is here, job {job} would copy now\n\n"
-        "[Install]\n"
-        f"WantedBy={device_unit}\n"
-    )
+def _journal(box: sandbox.Sandbox, *matches: str) -> list[dict[str, str]]:
+    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _start_results(box: sandbox.Sandbox, unit: str) -> list[str]:
+    return [e["JOB_RESULT"] for e in _journal(box, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
+            if "JOB_RESULT" in e]
 
 
 def main() -> int:
     started = time.monotonic()
-    _say("Reading the demo configuration")
+    offsite = str(Path(sys.prefix) / "bin" / "offsite")
+    text = (resources.files("offsite") / "data" / DEMO_CONFIG).read_text()
+    _say("The demo configuration")
     with resources.as_file(resources.files("offsite") / "data" / DEMO_CONFIG) as path:
         cfg = config.load(Path(path))
     job, trigger = next((j, j.trigger) for j in cfg.jobs if isinstance(j.trigger, DriveTrigger))
     drive = cfg.drive(trigger.drives[0])
-    _show(f"drive {drive.name!r}: UUID {drive.uuid}, {drive.type}")
-    _show(f"job {job.name!r} ({job.kind}) runs when it is plugged")
+    _show(f"drive {drive.name!r}: UUID {drive.uuid} ({drive.type})")
+    for j in cfg.jobs:
+        _show(f"job {j.name!r}: {j.kind}, {j.description}")
 
     _say("Booting a real systemd as PID 1 of a private namespace (nothing reaches this host)")
     with sandbox.booted() as box:
         state = box.systemctl("is-system-running", check=False).stdout.strip()
         _show(f"systemd is host pid {box.pid1}; system state: {state}")
-        device_unit = escape.uuid_device_unit(drive.uuid)
-        unit = f"offsite-{escape.escape_name(job.name)}.service"
-        _say(f"Installing {unit}, wanted by the drive's device unit")
-        box.install_unit(unit, _drive_unit_text(job.name, device_unit), enable=True)
-        _show(f"WantedBy={device_unit}")
 
-        _say("Making the demo drive (an image file with that filesystem UUID) and plugging it in")
+        _say("Making a borg repository with one archive inside it")
+        repo = str(cfg.repository("demo").path)
+        box.run(["mkdir", "-p", str(Path(repo).parent), "/srv/data"])
+        box.write("/srv/data/notes.txt", "the data worth keeping\n" * 500)
+        box.run(["borg", "init", "--encryption=none", "--", repo], env=BORG_ENV)
+        box.run(["borg", "create", "--", f"{repo}::first", "/srv/data"], env=BORG_ENV)
+        _show(f"{repo}: archive 'first' of /srv/data")
+
+        _say("offsite plan, then offsite install")
+        box.write(CONFIG_INSIDE, text)
+        plan = box.run([offsite, "plan"]).stdout
+        _show(plan.strip().splitlines()[-1])
+        _show(box.run([offsite, "install"]).stdout)
+        _show(box.systemctl("list-timers", "--no-legend", "offsite-*").stdout)
+
+        unit = render.job_unit(job.name, drive.name)
+        _say(f"Plugging the demo drive: systemd starts {unit} by itself")
         image = box.make_drive("demo-drive", drive.uuid, label="DEMO")
         plugged_at = time.monotonic()
         device = box.plug(image)
-        box.wait_for_state(unit, ["active", "failed"])
+        box.wait_for_state(unit, ["activating", "active"], timeout=10)
         latency_ms = (time.monotonic() - plugged_at) * 1000
-        _show(f"plugged as {device}; systemd started {unit} {latency_ms:.0f} ms later")
-        _say(f"The journal of {unit}")
-        _show(box.journal(unit=unit))
+        _show(f"plugged as {device}; {unit} was starting {latency_ms:.0f} ms later")
+        box.wait_until("the drive job to finish", lambda: bool(_start_results(box, unit)), 60)
+        _show("\n".join(e["MESSAGE"] for e in _journal(box, f"JOB={job.name}")))
+        _show(f"result: {_start_results(box, unit)[-1]}")
+
+        failing = render.job_unit("will-fail")
+        _say(f"Starting {failing}, which fails: OnFailure= starts the notify unit")
+        box.systemctl("start", "--", failing, check=False)
+        notify = f"offsite-notify@{failing}.service"
+        box.wait_until("the notify unit", lambda: bool(_start_results(box, notify)), 30)
+        lines = [e["MESSAGE"] for e in _journal(box, "JOB=will-fail")]
+        lines += [e["MESSAGE"] for e in _journal(box, "_PID=1", f"UNIT={failing}")]
+        lines += [e["MESSAGE"] for e in _journal(box, "_PID=1", f"UNIT={notify}")][:1]
+        _show("\n".join(lines))
+        _show("(the failure mail itself arrives with the notification issue, #6)")
 
         _say("Pulling the drive out")
         box.unplug(device)
-        box.wait_for_state(unit, ["inactive"])
-        _show(f"{unit} is {box.show(unit, 'ActiveState')} again (BindsTo= the drive)")
         _say("Halting the sandbox")
     _show(f"done in {time.monotonic() - started:.1f} s; no process, mount or loop device left behind")
     return 0

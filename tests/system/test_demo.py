@@ -1,0 +1,17 @@
+"""`make demo` runs to the end and leaves the host as it found it."""
+
+from __future__ import annotations
+
+import pytest
+
+from offsite import demo
+from tests.system.test_sandbox import host_snapshot
+
+
+def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    before = host_snapshot()
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    assert "job on-plug succeeded" in out and "result: done" in out
+    assert "Triggering OnFailure= dependencies" in out
+    assert host_snapshot() == before
