@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set up what they need.
 VENV := .venv/bin
 
-.PHONY: setup demo test lint unit system
+.PHONY: setup demo test lint unit system bench
 setup:
 	@./scripts/setup
 
@@ -13,7 +13,7 @@ test: setup lint
 	$(VENV)/pytest
 
 lint: setup
-	$(VENV)/ruff check src tests
+	$(VENV)/ruff check src tests bench
 	$(VENV)/mypy
 
 unit: setup
@@ -21,3 +21,7 @@ unit: setup
 
 system: setup
 	$(VENV)/pytest tests/system
+
+# Benchmarks print figures against anchors measured in the same run (needs root).
+bench: setup
+	$(VENV)/python bench/install_scale.py
