@@ -114,13 +114,17 @@ def keyfile_problem(path: Path) -> str | None:
     return None
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 def name_problem(name: str) -> str | None:
     """Why a job, drive or repository name cannot safely become part of a unit name."""
     if not name:
         return "a name must not be empty"
     if "/" in name:
         return "a name must not contain '/'"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _has_control(name):
         return "a name must not contain control characters (newline, tab, ...)"
     if len(name.encode("utf-8")) > NAME_MAX_BYTES:
         return f"a name must be at most {NAME_MAX_BYTES} bytes long"
@@ -213,6 +217,11 @@ class _Map:
         ):
             return node.text
         value = self._scalar(key, (str,), "text", required)
+        if isinstance(value, str) and _has_control(value):
+            # Values reach unit files and command lines, where a newline starts a new setting.
+            self.fail(key, "must not contain control characters (a newline, tab, ...)",
+                      "write it on one line")
+            return None
         return value if isinstance(value, str) else None
 
     def integer(self, key: str, low: int, high: int, default: int) -> int:
@@ -247,9 +256,6 @@ class _Map:
         if not text.startswith("/"):
             self.fail(key, f"must be an absolute path, got {text!r}", f"write it as /{text}?")
             return None
-        if "\n" in text or "\0" in text:
-            self.fail(key, "a path must not contain a newline or NUL")
-            return None
         return Path(os.path.normpath(text))
 
     def span(self, key: str, default: float) -> float:
@@ -269,6 +275,9 @@ class _Map:
                 self.r.problem(self.node.loc, self.key_path(key), f"{key} is required")
             return ()
         if isinstance(node, ScalarNode) and isinstance(node.value, str):
+            if _has_control(node.value):
+                self.fail(key, "must not contain control characters (a newline, tab, ...)")
+                return ()
             return (node.value,)
         if not isinstance(node, SeqNode):
             self.fail(key, f"expected a list of text, got {_type_name(node)}")
@@ -276,6 +285,10 @@ class _Map:
         out = []
         for i, item in enumerate(node.items):
             if isinstance(item, ScalarNode) and isinstance(item.value, str):
+                if _has_control(item.value):
+                    self.r.problem(item.loc, f"{self.key_path(key)}[{i}]",
+                                   "must not contain control characters (a newline, tab, ...)")
+                    continue
                 out.append(item.value)
             else:
                 self.r.problem(item.loc, f"{self.key_path(key)}[{i}]",

@@ -310,3 +310,21 @@ def test_job_kind_requirements(tmp_path: Path) -> None:
 def test_schedule_and_drive_together(tmp_path: Path) -> None:
     p = one(tmp_path, GOOD.replace("    drive: d1", "    drive: d1\n    schedule: daily"))
     assert "not both" in p.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("    kind: borgmatic", '    kind: borgmatic\n    description: "two\\nlines"',
+         "jobs.nightly.description"),
+        ("    kind: borgmatic", "    kind: borgmatic\n    description: |\n      block\n      text",
+         "jobs.nightly.description"),
+        ("    path: /backup/borg/main", '    path: "/backup/x\\ny"', "repositories.main.path"),
+        ("    schedule: daily", '    schedule: "daily\\nExecStart=/bin/sh"', "jobs.nightly.schedule"),
+        ("[main]\n    schedule", '["main\\u0007"]\n    schedule', "jobs.nightly.repositories[0]"),
+    ],
+)
+def test_control_characters_in_values(tmp_path: Path, old: str, new: str, path: str) -> None:
+    assert old in GOOD
+    p = one(tmp_path, GOOD.replace(old, new, 1))
+    assert p.path == path and "control characters" in p.message
