@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import sys
 import textwrap
@@ -269,3 +270,35 @@ def test_a_unit_offsite_did_not_write_is_never_overwritten(sandbox: Sandbox) -> 
 def _offsite_is_installed() -> None:
     if shutil.which(str(OFFSITE)) is None:
         pytest.fail(f"{OFFSITE} is missing: run `make setup` (pip install -e .)")
+
+
+def test_luks_drive_units_load_in_systemd(sandbox: Sandbox) -> None:
+    """The unlock unit and the drive job it serves load cleanly (unlocking itself needs
+    device-mapper: the vm tier)."""
+    sandbox.write("/etc/offsite/keys/vault.key", b"k" * 64, mode=0o400)
+    write_config(sandbox, f"""\
+        drives:
+          vault: {{uuid: {UUID}, type: luks, keyfile: /etc/offsite/keys/vault.key,
+                   mount: /mnt/vault}}
+        repositories:
+          main: {{path: {REPO}}}
+        jobs:
+          copy:
+            kind: mirror
+            repositories: [main]
+            drive: vault
+        """)
+    offsite(sandbox, "install")
+    unlock = render.unlock_unit("vault")
+    job = render.job_unit("copy", "vault")
+    for unit in (unlock, job):
+        assert sandbox.show(unit, "LoadState") == "loaded"
+    assert sandbox.show(unlock, "StopWhenUnneeded") == "yes"
+
+    def names(unit: str, prop: str) -> list[str]:
+        return shlex.split(sandbox.show(unit, prop))  # systemctl quotes names with backslashes
+
+    assert unlock in names(job, "Requires") and unlock in names(job, "After")
+    device = escape.uuid_device_unit(UUID)
+    assert device in names(job, "BindsTo") and device in names(unlock, "BindsTo")
+    assert job in names(device, "Wants")
