@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__, install, jobs, render
+from offsite import __version__, install, jobs, mirror, render
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
@@ -120,6 +120,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_mirror_copy(args: argparse.Namespace) -> int:
+    def show(p: mirror.Progress) -> None:
+        if args.progress:
+            print(f"{p.steps_done}/{p.steps_total} steps, {p.bytes_done}/{p.bytes_total} bytes",
+                  flush=True)
+
+    result = mirror.copy(args.source, args.destination, show)
+    print(f"copied {result.bytes_copied} bytes in {result.steps} step(s), {result.seconds:.1f} s")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from offsite import demo
 
@@ -214,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drive", help="the drive that started this job (drive-started jobs)")
     p.add_argument("job", help="the job's name in the configuration")
     p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser(
+        "mirror-copy", parents=[common],
+        help="copy a borg repository so that an interruption leaves a usable copy (internal)",
+        description="Mirror the borg repository SOURCE into DESTINATION in an order that "
+        "leaves, after every step, a repository borg accepts. Run it under `borg with-lock "
+        "SOURCE` so the source holds still; the mirror job does that.",
+    )
+    p.add_argument("--progress", action="store_true", help="print a line per step")
+    p.add_argument("source", type=Path)
+    p.add_argument("destination", type=Path)
+    p.set_defaults(func=cmd_mirror_copy)
 
     p = sub.add_parser(
         "demo", parents=[common], help="show offsite at work in a throw-away sandbox systemd",

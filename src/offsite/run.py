@@ -28,6 +28,7 @@ BASE_ENV: Mapping[str, str] = {
 }
 # Passed through from our own environment when set: where systemd and D-Bus are.
 PASSTHROUGH_ENV = ("SYSTEMD_LOG_LEVEL", "DBUS_SYSTEM_BUS_ADDRESS", "CREDENTIALS_DIRECTORY")
+PASSTHROUGH_PREFIXES = ("BORG_",)
 
 MASK = "********"
 
@@ -62,9 +63,9 @@ class Masker:
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(BASE_ENV)
-    for name in PASSTHROUGH_ENV:
-        value = os.environ.get(name)
-        if value is not None:
+    for name, value in os.environ.items():
+        # borg is configured through BORG_* variables (passphrase, base dir, ssh command)
+        if name in PASSTHROUGH_ENV or name.startswith(PASSTHROUGH_PREFIXES):
             env[name] = value
     if extra:
         env.update(extra)
