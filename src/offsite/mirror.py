@@ -2,19 +2,26 @@
 
 ``rsync -a --delete`` of a borg repository is not safe to interrupt: it sorts names
 lexically (segment 10 before segment 9), deletes during the transfer and may send the
-index before the segments it refers to. This mirror orders the work so that the copy on
-the drive is, after every single step, a repository borg accepts:
+index before the segments it refers to. Copying in place in a careful order is not safe
+either: after ``borg compact`` the source has dropped the delete tags that only mattered
+while old segments existed, so old segments plus new ones plus the old index make a
+repository with orphaned objects (the fault-injection test found exactly that).
 
-1. the completion marker is removed (the copy is "in progress" from here on);
-2. new segments are copied in ascending numeric order, each to a temporary name, fsync'd,
-   and renamed into place; nothing is deleted yet, so the previous index still finds every
-   segment it refers to, and borg replays any newer complete segments;
-3. the transaction files (hints.N, integrity.N, then index.N last) and config/README/nonce;
-4. only then what the source no longer has: old transaction files, obsolete segments;
-5. the completion marker, written last.
+So the copy is a new tree beside the old one, swapped in by one atomic rename:
 
-What to do is decided by a pure function (``plan``) from two listings; ``apply`` carries
-it out. The source is held still by ``borg with-lock`` (``copy_locked``).
+    DEST                    -> a symlink to the tree that holds the last complete copy
+    DEST.offsite/<n>/       the trees; <n> grows by one per copy
+
+1. a new tree is filled: files unchanged since the current copy are hard links to it (no
+   data written), new ones are copied to a temporary name, fsync'd and renamed in; a tree
+   left by an interrupted run is reused, so the work already done is kept;
+2. the completion marker is written into the new tree;
+3. a symlink to the new tree replaces DEST with rename(2): DEST names the old complete
+   copy or the new one, never anything in between;
+4. old trees are removed.
+
+What to do is decided by a pure function (``plan``) from listings; ``apply`` carries it
+out. The source is held still by ``borg with-lock`` (``copy_locked``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -37,13 +45,11 @@ log = logging.getLogger(__name__)
 
 MARKER = "offsite-mirror.json"
 PARTIAL = ".offsite-partial"
+TREES_SUFFIX = ".offsite"
 TRANSACTION = re.compile(r"^(hints|integrity|index)\.(\d+)$")
 # Files borg keeps at the top of a repository that belong in a copy (locks do not).
 PLAIN_FILES = ("config", "README", "nonce")
-# Hints and integrity before the index: borg takes the highest index.N as the state, so
-# the index is written once what it relies on is in place.
-TRANSACTION_ORDER = {"hints": 0, "integrity": 1, "index": 2}
-# Fault injection for the tests: SIGKILL ourselves after this many steps.
+# Fault injection for the tests: SIGKILL ourselves before this step.
 KILL_AFTER_ENV = "OFFSITE_TEST_KILL_AFTER_STEPS"
 
 
@@ -56,16 +62,20 @@ class Entry:
 
 @dataclass(frozen=True)
 class Listing:
-    segments: dict[int, Entry] = field(default_factory=dict)
-    files: dict[str, Entry] = field(default_factory=dict)  # transaction and plain files
+    files: dict[str, Entry] = field(default_factory=dict)  # every file a copy needs
     marker: bool = False
+
+    def segments(self) -> dict[int, Entry]:
+        return {int(Path(p).name): e for p, e in self.files.items() if p.startswith("data/")}
 
 
 class Op(StrEnum):
-    UNMARK = "unmark"
-    COPY = "copy"
-    DELETE = "delete"
-    MARK = "mark"
+    DROP = "drop"  # a file an interrupted run left in the new tree that src no longer has
+    LINK = "link"  # hard link from the current copy: unchanged
+    COPY = "copy"  # from the source
+    MARK = "mark"  # the completion marker, in the new tree
+    SWAP = "swap"  # DEST -> the new tree, atomically
+    CLEAN = "clean"  # remove trees DEST no longer names
 
 
 @dataclass(frozen=True)
@@ -82,54 +92,55 @@ def _entry(root: Path, path: Path) -> Entry:
 
 def scan(repo: Path) -> Listing:
     """What a repository directory holds, as far as a copy is concerned."""
-    segments: dict[int, Entry] = {}
+    files: dict[str, Entry] = {}
+    if not repo.is_dir():
+        return Listing()
     data = repo / "data"
     if data.is_dir():
         for sub in data.iterdir():
-            if not (sub.is_dir() and sub.name.isdigit()):
-                continue
-            for seg in sub.iterdir():
-                if seg.name.isdigit() and seg.is_file():
-                    segments[int(seg.name)] = _entry(repo, seg)
-    files: dict[str, Entry] = {}
-    if repo.is_dir():
-        for path in repo.iterdir():
-            if (TRANSACTION.match(path.name) or path.name in PLAIN_FILES) and path.is_file():
-                files[path.name] = _entry(repo, path)
-    return Listing(segments, files, (repo / MARKER).exists())
+            if sub.is_dir() and sub.name.isdigit():
+                for seg in sub.iterdir():
+                    if seg.name.isdigit() and seg.is_file():
+                        entry = _entry(repo, seg)
+                        files[entry.path] = entry
+    for path in repo.iterdir():
+        if (TRANSACTION.match(path.name) or path.name in PLAIN_FILES) and path.is_file():
+            files[path.name] = _entry(repo, path)
+    return Listing(files, (repo / MARKER).exists())
 
 
 def _same(a: Entry, b: Entry | None) -> bool:
-    # Segments are never rewritten under the same number; size and mtime (which the copy
-    # carries over) tell a complete earlier copy from a missing or different one.
+    # borg never rewrites a segment under the same number; size and mtime (which the copy
+    # carries over) tell a complete earlier copy from a missing or different file.
     return b is not None and a.size == b.size and a.mtime_ns == b.mtime_ns
 
 
-def _transaction_key(name: str) -> tuple[int, int, str]:
-    match = TRANSACTION.match(name)
-    if match:
-        return (1, TRANSACTION_ORDER[match.group(1)], name)
-    return (0, 0, name)  # config, README, nonce before the transaction files
+def _order(path: str) -> tuple[int, int, str]:
+    # Segments in ascending number first (so a partial tree holds a prefix), then the rest.
+    if path.startswith("data/"):
+        return (0, int(Path(path).name), path)
+    return (1, 0, path)
 
 
-def plan(src: Listing, dst: Listing) -> list[Step]:
-    """The steps that turn dst into a copy of src, in an order safe to interrupt."""
-    steps: list[Step] = []
-    changed_segments = [n for n in sorted(src.segments) if not _same(src.segments[n],
-                                                                     dst.segments.get(n))]
-    changed_files = sorted((name for name, e in src.files.items()
-                            if not _same(e, dst.files.get(name))), key=_transaction_key)
-    stale_files = sorted(name for name in dst.files if name not in src.files)
-    stale_segments = sorted((n for n in dst.segments if n not in src.segments), reverse=True)
-    if not (changed_segments or changed_files or stale_files or stale_segments):
-        return [] if dst.marker else [Step(Op.MARK)]
-    if dst.marker:
-        steps.append(Step(Op.UNMARK))
-    steps += [Step(Op.COPY, src.segments[n].path, src.segments[n].size) for n in changed_segments]
-    steps += [Step(Op.COPY, name, src.files[name].size) for name in changed_files]
-    steps += [Step(Op.DELETE, name) for name in stale_files]
-    steps += [Step(Op.DELETE, dst.segments[n].path) for n in stale_segments]
-    steps.append(Step(Op.MARK))
+def plan(src: Listing, current: Listing, partial: Listing) -> list[Step]:
+    """Steps that make a new tree holding src and swap it in.
+
+    current: the tree DEST names now (may be empty); partial: a tree an interrupted run
+    left (its files that match src are kept, the others dropped).
+    """
+    if current.marker and all(_same(e, current.files.get(p)) for p, e in src.files.items()) \
+            and set(current.files) == set(src.files):
+        return [Step(Op.CLEAN)]
+    steps = [Step(Op.DROP, path) for path in sorted(partial.files) if path not in src.files]
+    for path in sorted(src.files, key=_order):
+        entry = src.files[path]
+        if _same(entry, partial.files.get(path)):
+            continue
+        if _same(entry, current.files.get(path)):
+            steps.append(Step(Op.LINK, path))
+        else:
+            steps.append(Step(Op.COPY, path, entry.size))
+    steps += [Step(Op.MARK), Step(Op.SWAP), Step(Op.CLEAN)]
     return steps
 
 
@@ -146,10 +157,7 @@ def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int
     st = src.stat()
     copied = 0
     with src.open("rb") as fin, partial.open("wb") as fout:
-        while True:
-            block = fin.read(chunk)
-            if not block:
-                break
+        while block := fin.read(chunk):
             fout.write(block)
             copied += len(block)
         fout.flush()
@@ -157,8 +165,45 @@ def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int
     os.utime(partial, ns=(st.st_atime_ns, st.st_mtime_ns))
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial.replace(dst)
-    _fsync_dir(dst.parent)
     return copied
+
+
+def _link_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    os.link(src, dst)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the trees of one destination live."""
+
+    dest: Path
+
+    @property
+    def trees(self) -> Path:
+        return self.dest.with_name(self.dest.name + TREES_SUFFIX)
+
+    def current(self) -> Path | None:
+        if self.dest.is_symlink():
+            target = self.dest.resolve()
+            return target if target.is_dir() else None
+        return self.dest if self.dest.is_dir() else None
+
+    def generations(self) -> list[int]:
+        if not self.trees.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.trees.iterdir() if p.name.isdigit())
+
+    def next_tree(self) -> Path:
+        current = self.current()
+        done = {current.name} if current is not None and current.parent == self.trees else set()
+        # Reuse the newest tree that is not the current copy (an interrupted run's work).
+        for gen in reversed(self.generations()):
+            if str(gen) not in done:
+                return self.trees / str(gen)
+            break
+        return self.trees / str(max(self.generations(), default=0) + 1)
 
 
 @dataclass(frozen=True)
@@ -176,97 +221,145 @@ class Result:
     seconds: float
 
 
-def apply(steps: list[Step], src: Path, dst: Path,
+def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
           progress: Callable[[Progress], None] | None = None) -> Result:
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "-1"))
     started = time.monotonic()
-    dst.mkdir(parents=True, exist_ok=True)
-    partial = dst / PARTIAL
-    partial.unlink(missing_ok=True)  # left by an interrupted run
+    current = layout.current()
+    new.mkdir(parents=True, exist_ok=True)
+    partial = new / PARTIAL
+    partial.unlink(missing_ok=True)
+    (new / MARKER).unlink(missing_ok=True)  # a reused tree is not complete until MARK
     total = sum(s.size for s in steps)
     done_bytes = 0
+    touched: set[Path] = set()
     for i, step in enumerate(steps):
         if i == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-        if step.op is Op.UNMARK:
-            (dst / MARKER).unlink(missing_ok=True)
-            _fsync_dir(dst)
+        if step.op is Op.DROP:
+            (new / step.path).unlink(missing_ok=True)
+        elif step.op is Op.LINK:
+            if current is None:
+                raise Fatal(f"cannot link {step.path}: there is no current copy")
+            _link_file(current / step.path, new / step.path)
+            touched.add((new / step.path).parent)
         elif step.op is Op.COPY:
-            done_bytes += _copy_file(src / step.path, dst / step.path, partial)
-        elif step.op is Op.DELETE:
-            target = dst / step.path
-            target.unlink(missing_ok=True)
-            _fsync_dir(target.parent)
-            if target.parent.parent.name == "data" and not any(target.parent.iterdir()):
-                target.parent.rmdir()
+            done_bytes += _copy_file(src / step.path, new / step.path, partial)
+            touched.add((new / step.path).parent)
         elif step.op is Op.MARK:
-            _write_marker(dst, scan(src))
+            for directory in sorted(touched | {new}):
+                _fsync_dir(directory)
+            _write_marker(new)
+        elif step.op is Op.SWAP:
+            _swap(layout, new)
+        elif step.op is Op.CLEAN:
+            _clean(layout)
         if progress is not None:
             progress(Progress(done_bytes, total, i + 1, len(steps)))
     return Result(len(steps), done_bytes, time.monotonic() - started)
 
 
-def _write_marker(dst: Path, src: Listing) -> None:
-    transactions = [int(m.group(2)) for n in src.files if (m := TRANSACTION.match(n))]
+def _write_marker(tree: Path) -> None:
+    listing = scan(tree)
+    transactions = [int(m.group(2)) for n in listing.files if (m := TRANSACTION.match(n))]
     data = {
         "transaction": max(transactions, default=None),
-        "segments": {str(n): e.size for n, e in sorted(src.segments.items())},
+        "files": {p: e.size for p, e in sorted(listing.files.items())},
         "finished": time.time(),
     }
-    tmp = dst / (MARKER + ".tmp")
+    tmp = tree / (MARKER + ".tmp")
     with tmp.open("w") as f:
         json.dump(data, f)
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(dst / MARKER)
-    _fsync_dir(dst)
+    tmp.replace(tree / MARKER)
+    _fsync_dir(tree)
 
 
-def verify(dst: Path) -> list[str]:
-    """Cheap check of a finished copy: the marker, and every segment it lists present at
-    its size (and no other)."""
-    problems = []
-    marker = dst / MARKER
+def _swap(layout: Layout, new: Path) -> None:
+    dest = layout.dest
+    if dest.exists() and not dest.is_symlink():
+        # A plain directory from before offsite managed this destination: keep it as the
+        # first tree (one atomic rename), so that DEST can become a symlink.
+        layout.trees.mkdir(exist_ok=True)
+        dest.rename(layout.trees / "0")
+    link = dest.with_name(dest.name + ".offsite-link")
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.path.relpath(new, dest.parent))
+    link.replace(dest)
+    _fsync_dir(dest.parent)
+
+
+def _clean(layout: Layout) -> None:
+    current = layout.current()
+    for gen in layout.generations():
+        tree = layout.trees / str(gen)
+        if current is None or tree.resolve() != current.resolve():
+            shutil.rmtree(tree, ignore_errors=True)
+    if layout.trees.is_dir():
+        _fsync_dir(layout.trees)
+
+
+def verify(dest: Path) -> list[str]:
+    """Cheap check of the copy DEST names: the marker, and every file it lists at its size."""
+    marker = dest / MARKER
     if not marker.exists():
-        return [f"{dst}: no completion marker ({MARKER}): the copy did not finish"]
-    recorded = json.loads(marker.read_text())["segments"]
-    have = scan(dst)
-    for number, size in recorded.items():
-        entry = have.segments.get(int(number))
+        return [f"{dest}: no completion marker ({MARKER}): no copy has finished"]
+    recorded: dict[str, int] = json.loads(marker.read_text())["files"]
+    have = scan(dest).files
+    problems = []
+    for path, size in recorded.items():
+        entry = have.get(path)
         if entry is None:
-            problems.append(f"segment {number} is missing")
+            problems.append(f"{path} is missing")
         elif entry.size != size:
-            problems.append(f"segment {number} has {entry.size} bytes, not {size}")
-    extra = set(have.segments) - {int(n) for n in recorded}
+            problems.append(f"{path} has {entry.size} bytes, not {size}")
+    extra = sorted(set(have) - set(recorded))
     if extra:
-        problems.append(f"segments not in the source: {sorted(extra)[:5]}")
+        problems.append(f"files the copy does not list: {extra[:5]}")
     return problems
 
 
-def copy(src: Path, dst: Path, progress: Callable[[Progress], None] | None = None) -> Result:
-    """Mirror src to dst (the source must be held still: see copy_locked)."""
+def copy(src: Path, dest: Path, progress: Callable[[Progress], None] | None = None) -> Result:
+    """Mirror src to dest (the source must be held still: see copy_locked)."""
     if not (src / "config").is_file() or not (src / "data").is_dir():
         raise Fatal(f"{src} is not a borg repository (no config file or data directory)")
-    steps = plan(scan(src), scan(dst))
-    log.info("mirroring %s to %s: %d step(s), %d bytes to copy", src, dst, len(steps),
+    layout = Layout(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    layout.trees.mkdir(exist_ok=True)
+    current = layout.current()
+    new = layout.next_tree()
+    steps = plan(scan(src), scan(current) if current else Listing(), scan(new))
+    log.info("mirroring %s to %s: %d step(s), %d bytes to copy", src, dest, len(steps),
              sum(s.size for s in steps))
-    result = apply(steps, src, dst, progress)
-    problems = verify(dst)
+    result = apply(steps, src, layout, new, progress)
+    problems = verify(dest)
     if problems:
-        raise Fatal(f"the copy in {dst} does not match {src}: " + "; ".join(problems))
+        raise Fatal(f"the copy in {dest} is not complete: " + "; ".join(problems))
     return result
 
 
-def copy_locked(src: Path, dst: Path, offsite: Path, timeout: float) -> None:
+def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> None:
     """Run ``offsite mirror-copy`` under ``borg with-lock`` so borg cannot change src.
 
     borg 1.2's with-lock reports 0 when its command was killed by a signal (it takes the
     maximum of its own code and the child's, which is negative), so success is judged by
-    the copy itself: the completion marker and the segments it lists.
+    the copy itself: the completion marker and the files it lists.
     """
+    before = _marker_time(dest)
     run(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy", "--", str(src),
-         str(dst)], timeout=timeout)
-    problems = verify(dst)
+         str(dest)], timeout=timeout)
+    problems = verify(dest)
+    if not problems and _marker_time(dest) == before:
+        problems = ["the completion marker is the previous copy's"]
     if problems:
-        raise Fatal(f"the copy to {dst} did not finish: " + "; ".join(problems),
-                    "the drive still holds a usable copy; the next run completes it")
+        raise Fatal(f"the copy to {dest} did not finish: " + "; ".join(problems),
+                    "the drive still holds the previous complete copy; the next run goes on")
+
+
+def _marker_time(dest: Path) -> float | None:
+    try:
+        value = json.loads((dest / MARKER).read_text())["finished"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(value)
