@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__, install, jobs, mirror, render
+from offsite import __version__, install, jobs, mirror, namespace, render
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
@@ -24,7 +24,6 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
 PLANNED: dict[str, tuple[str, str]] = {
-    "namespace": ("create or remove the private backup mount namespace", "the off-site copy, #4"),
     "run": ("start a job through systemd and follow it", "the off-site copy, #4"),
     "drives": ("list drives, when each was last seen and copied", "the off-site copy, #4"),
     "agent": ("the long-running agent: udev, D-Bus, LED, history", "the agent, #5"),
@@ -57,7 +56,7 @@ def describe_trigger(job: Job) -> str:
 
 def _offsite_bin(args: argparse.Namespace) -> Path:
     """The offsite executable the units will run: --offsite-bin, or the one running now."""
-    if args.offsite_bin is not None:
+    if getattr(args, "offsite_bin", None) is not None:
         return Path(args.offsite_bin)
     me = Path(sys.argv[0])
     if me.name == "offsite" and me.exists():
@@ -112,8 +111,14 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
+    offsite = _offsite_bin(args)
     try:
-        return jobs.execute(cfg, args.job, args.drive)
+        if not namespace.inside(cfg):
+            # Jobs run in the backup namespace: go in, and run this same command there.
+            again: list[str | Path] = [offsite, "--config", cfg.source, "exec"]
+            again += ["--drive", args.drive] if args.drive else []
+            return namespace.reenter(cfg, [*again, "--", args.job])
+        return jobs.execute(cfg, args.job, args.drive, offsite)
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
@@ -129,6 +134,14 @@ def cmd_mirror_copy(args: argparse.Namespace) -> int:
     result = mirror.copy(args.source, args.destination, show)
     print(f"copied {result.bytes_copied} bytes in {result.steps} step(s), {result.seconds:.1f} s")
     return 0
+
+
+def cmd_namespace(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    if args.action == "hold":
+        return namespace.hold(cfg)
+    print(namespace.describe(cfg))
+    return 0 if namespace.holder(cfg) else EXIT_FAILURE
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -225,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drive", help="the drive that started this job (drive-started jobs)")
     p.add_argument("job", help="the job's name in the configuration")
     p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser(
+        "namespace", parents=[common],
+        help="show the private backup mount namespace (status), or hold it (the service)",
+        description="status: which process holds the backup namespace and how to enter it. "
+        "hold: what offsite-namespace.service runs under `unshare --mount`: mount the "
+        "backup filesystems inside this new namespace, make the rest of the tree read-only "
+        "there, and wait until stopped.",
+    )
+    p.add_argument("action", choices=["status", "hold"], nargs="?", default="status")
+    p.set_defaults(func=cmd_namespace)
 
     p = sub.add_parser(
         "mirror-copy", parents=[common],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from offsite import systemd
 from offsite.errors import Fatal
-from offsite.render import Rendered
+from offsite.render import NAMESPACE_UNIT, Rendered
 from offsite.run import CommandError, run
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,8 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
             systemd.reload()
             reloads = 1
             systemd.start(rendered.timers)
+            # The namespace binds what the configuration names writable when it starts.
+            systemd.try_restart([NAMESPACE_UNIT])
         return Outcome(tuple(changes), reloads)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import locks
+from offsite import locks, mirror, render, state
 from offsite.errors import Fatal
 from offsite.log import fields
-from offsite.model import Config, Job, JobKind
+from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind
 from offsite.run import CommandError, run
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,16 @@ def _run_borg(job: Job, argv: list[str]) -> bool:
     return result.returncode == BORG_WARNING
 
 
-def _borg_check(cfg: Config, job: Job, drive: str | None) -> bool:
+@dataclass(frozen=True)
+class Context:
+    cfg: Config
+    job: Job
+    drive: str | None  # the drive that started the job, if a drive did
+    offsite: Path  # this offsite executable (run again under borg with-lock)
+
+
+def _borg_check(ctx: Context) -> bool:
+    cfg, job = ctx.cfg, ctx.job
     warned = False
     for name in job.repositories:
         repo = cfg.repository(name)
@@ -60,7 +70,8 @@ def _borg_check(cfg: Config, job: Job, drive: str | None) -> bool:
     return warned
 
 
-def _borgmatic(cfg: Config, job: Job, drive: str | None) -> bool:
+def _borgmatic(ctx: Context) -> bool:
+    cfg, job = ctx.cfg, ctx.job
     warned = False
     for name in job.repositories:
         repo = cfg.repository(name)
@@ -68,23 +79,74 @@ def _borgmatic(cfg: Config, job: Job, drive: str | None) -> bool:
     return warned
 
 
-def _later(owner: str) -> Callable[[Config, Job, str | None], bool]:
-    def work(cfg: Config, job: Job, drive: str | None) -> bool:
-        raise Fatal(f"{job.kind} jobs are not implemented yet (belongs to {owner})")
+def _plugged_drive(ctx: Context) -> Drive | None:
+    """The drive to copy to: the one that started the job, else a plugged one of its group."""
+    if ctx.drive is not None:
+        candidates = [ctx.cfg.drive(ctx.drive)]
+    elif isinstance(ctx.job.trigger, DriveTrigger):
+        candidates = [ctx.cfg.drive(n) for n in ctx.job.trigger.drives]
+    else:
+        raise Fatal(f"job {ctx.job.name} has no drive")
+    for drive in candidates:
+        if Path(render.filesystem_device(drive)).exists():
+            return drive
+    return None
+
+
+def _mirror(ctx: Context) -> bool:
+    """Mount the drive (only in this namespace), copy each repository, sync, unmount."""
+    drive = _plugged_drive(ctx)
+    job = ctx.job
+    if drive is None:
+        names = ", ".join(repr(d) for d in (job.trigger.drives if isinstance(
+            job.trigger, DriveTrigger) else ()))
+        log.warning("skipped: drive %s is not plugged in; nothing to do", names,
+                    extra=fields(job=job.name))
+        raise Skip(f"drive {names} is not plugged in")
+    device = render.filesystem_device(drive)
+    record = state.drive_file(drive.uuid)
+    state.update(record, name=drive.name, last_seen=time.time())
+    run(["mount", "-o", "nodev,nosuid,noexec", "--", device, drive.mount])
+    copied = 0
+    try:
+        for name in job.repositories:
+            repo = ctx.cfg.repository(name)
+            target = drive.mount / name
+            log.info("copying repository %s to drive %s", name, drive.name,
+                     extra=fields(job=job.name, drive=drive.name))
+            copied += mirror.copy_locked(repo.path, target, ctx.offsite, job.timeout)
+        run(["sync", "--file-system", "--", drive.mount])
+    finally:
+        run(["umount", "--", drive.mount], check=False)
+    state.update(record, last_copy=time.time(), last_copy_bytes=copied, last_job=job.name)
+    log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
+             " and is locked when this job ends" if drive.type is DriveType.LUKS
+             else " and safe to remove",
+             extra=fields(job=job.name, drive=drive.name))
+    return False
+
+
+class Skip(Exception):
+    """Nothing to do, and that is not a failure (a drive that is not plugged in)."""
+
+
+def _later(owner: str) -> Callable[[Context], bool]:
+    def work(ctx: Context) -> bool:
+        raise Fatal(f"{ctx.job.kind} jobs are not implemented yet (belongs to {owner})")
 
     return work
 
 
-WORK: dict[JobKind, Callable[[Config, Job, str | None], bool]] = {
+WORK: dict[JobKind, Callable[[Context], bool]] = {
     JobKind.BORG_CHECK: _borg_check,
     JobKind.BORGMATIC: _borgmatic,
-    JobKind.MIRROR: _later("the off-site copy, #4"),
+    JobKind.MIRROR: _mirror,
     JobKind.PULL: _later("scheduled jobs, #7"),
     JobKind.RESTORE_TEST: _later("scheduled jobs, #7"),
 }
 
 
-def execute(cfg: Config, name: str, drive: str | None = None,
+def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
             lock_dir: Path = locks.LOCK_DIR) -> int:
     try:
         job = cfg.job(name)
@@ -94,7 +156,10 @@ def execute(cfg: Config, name: str, drive: str | None = None,
     started = time.monotonic()
     with locks.held(resources(cfg, job), job.name, job.timeout, lock_dir):
         log.info("job %s (%s) started", job.name, job.kind, extra=fields(job=job.name, drive=drive))
-        warned = WORK[job.kind](cfg, job, drive)
+        try:
+            warned = WORK[job.kind](Context(cfg, job, drive, offsite))
+        except Skip:
+            return 0
     elapsed = time.monotonic() - started
     outcome = "finished with warnings" if warned else "succeeded"
     log.info("job %s %s in %.1f s", job.name, outcome, elapsed, extra=fields(job=job.name))

@@ -339,7 +339,7 @@ def copy(src: Path, dest: Path, progress: Callable[[Progress], None] | None = No
     return result
 
 
-def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> None:
+def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> int:
     """Run ``offsite mirror-copy`` under ``borg with-lock`` so borg cannot change src.
 
     borg 1.2's with-lock reports 0 when its command was killed by a signal (it takes the
@@ -347,14 +347,18 @@ def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> None:
     the copy itself: the completion marker and the files it lists.
     """
     before = _marker_time(dest)
-    run(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy", "--", str(src),
-         str(dest)], timeout=timeout)
+    result = run(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy", "--", str(src),
+                  str(dest)], timeout=timeout)
     problems = verify(dest)
     if not problems and _marker_time(dest) == before:
         problems = ["the completion marker is the previous copy's"]
     if problems:
         raise Fatal(f"the copy to {dest} did not finish: " + "; ".join(problems),
                     "the drive still holds the previous complete copy; the next run goes on")
+    for line in result.stdout.splitlines():
+        if line.startswith("copied "):
+            return int(line.split()[1])
+    return 0
 
 
 def _marker_time(dest: Path) -> float | None:

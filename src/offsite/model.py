@@ -90,7 +90,7 @@ class NamespaceMount:
 
 @dataclass(frozen=True)
 class Namespace:
-    path: Path = Path("/run/offsite/backup.mnt")
+    path: Path = Path("/run/offsite/namespace.json")  # which process holds the namespace
     mounts: tuple[NamespaceMount, ...] = ()
 
 

@@ -27,7 +27,9 @@ BASE_ENV: Mapping[str, str] = {
     "LC_ALL": "C.UTF-8",
 }
 # Passed through from our own environment when set: where systemd and D-Bus are.
-PASSTHROUGH_ENV = ("SYSTEMD_LOG_LEVEL", "DBUS_SYSTEM_BUS_ADDRESS", "CREDENTIALS_DIRECTORY")
+PASSTHROUGH_ENV = ("SYSTEMD_LOG_LEVEL", "DBUS_SYSTEM_BUS_ADDRESS", "CREDENTIALS_DIRECTORY",
+                   # where systemd connected our output, and which run of a unit this is
+                   "JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")
 PASSTHROUGH_PREFIXES = ("BORG_",)
 
 MASK = "********"

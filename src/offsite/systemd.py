@@ -64,3 +64,13 @@ def stop(units: Iterable[str]) -> None:
                 if "NoSuchUnit" in str(exc) or "not loaded" in str(exc):
                     continue
                 raise _dbus_error("stop", unit, exc) from exc
+
+
+def try_restart(units: Iterable[str]) -> None:
+    """Restart units that are running; leave stopped ones stopped."""
+    with _manager() as manager:
+        for unit in units:
+            try:
+                manager.TryRestartUnit(unit.encode(), b"replace")
+            except Exception as exc:
+                raise _dbus_error("restart", unit, exc) from exc

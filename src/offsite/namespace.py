@@ -1,0 +1,165 @@
+"""The persistent backup mount namespace (``offsite-namespace.service``).
+
+A mount namespace in which the internal backup filesystems of the configuration, and
+during a drive job the drive itself, are mounted and nowhere else; the rest of the host
+tree is read-only there, except the job targets (repositories, pull destinations, drive
+mount points), offsite's state and run directories and borg's key and cache directories;
+/tmp is a tmpfs of its own. Jobs run inside it.
+
+It is held by a process, not by a bind mount of its nsfs file: the kernel never copies
+nsfs mounts into a new mount namespace, and every job unit gets one from systemd
+(ProtectSystem= and friends), so a job could not see such a file. /proc/PID/ns/mnt of the
+holder is reachable from any mount namespace. The service runs
+``unshare --mount -- offsite namespace hold``: the holder seals the namespace it was
+started in, records its PID and the namespace's inode in a file under /run, tells systemd
+it is ready, and waits. Stopping the service (or a reboot) ends the namespace; a job's
+``Requires=`` starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from offsite import sdnotify, state
+from offsite.errors import Fatal
+from offsite.model import Config
+from offsite.run import Arg, CommandError, interactive, run
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path("/var/lib/offsite")
+RUN_DIR = Path("/run/offsite")
+BORG_DIRS = (Path("/root/.cache/borg"), Path("/root/.config/borg"))
+# Kernel and device trees keep their own rules; everything else goes read-only.
+KEEP_AS_IS = ("/proc", "/sys", "/dev")
+# Inside the namespace /tmp is a fresh tmpfs of the jobs' own (a mount point, not a file).
+JOB_TMP = "/tmp"  # noqa: S108
+
+
+def _mount_points() -> list[str]:
+    """Mount points of this process's namespace, parents before children."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        points.append(line.split()[4].encode().decode("unicode_escape"))
+    return points
+
+
+def _root_propagates() -> bool:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            optional = fields[6:fields.index("-")]
+            return any(f.startswith(("shared:", "master:")) for f in optional)
+    return True
+
+
+def _ns_inode(pid: int | str = "self") -> int:
+    return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+
+
+def writable_paths(cfg: Config) -> list[Path]:
+    """What a job may write inside the namespace (the outermost of nested paths)."""
+    paths = [m.where for m in cfg.namespace.mounts]
+    paths += [r.path for r in cfg.repositories]
+    paths += [j.destination for j in cfg.jobs if j.destination is not None]
+    paths += [d.mount for d in cfg.drives]
+    paths += [STATE_DIR, RUN_DIR, *BORG_DIRS]
+    unique: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(u) for u in unique):
+            unique.append(path)
+    return unique
+
+
+def seal(cfg: Config) -> None:
+    """In a new mount namespace: mount the backup filesystems, make the rest read-only."""
+    if _root_propagates():
+        # A shared / means the host's namespace (or one that would pass our mounts back
+        # to it): sealing it would make the whole machine read-only.
+        raise Fatal("refusing to seal a mount namespace whose / is shared with others",
+                    "this runs as `unshare --mount --propagation private -- offsite "
+                    "namespace hold`")
+    # Mount points and offsite's own directories are made; repositories and pull
+    # destinations are not (a missing repository must stay a clear error).
+    for path in [*(m.where for m in cfg.namespace.mounts), *(d.mount for d in cfg.drives),
+                 STATE_DIR, RUN_DIR, *BORG_DIRS]:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for m in cfg.namespace.mounts:
+        argv: list[Arg] = ["mount"]
+        if m.type:
+            argv += ["-t", m.type]
+        if m.options:
+            argv += ["-o", ",".join(m.options)]
+        run([*argv, "--", m.what, m.where])
+    run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "offsite-tmp", JOB_TMP])
+    writable = [p for p in writable_paths(cfg) if p.is_dir()]
+    points = set(_mount_points())
+    for path in writable:
+        if str(path) not in points:
+            run(["mount", "--bind", "--", path, path])  # its own mount: stays writable
+    keep = {str(p) for p in writable} | {JOB_TMP}
+    for point in _mount_points():
+        if point in keep or any(point == k or point.startswith(k + "/") for k in KEEP_AS_IS):
+            continue
+        if any(point.startswith(str(p) + "/") for p in writable):
+            continue  # below a writable path: leave it as it is
+        try:
+            run(["mount", "-o", "remount,bind,ro", "--", point])
+        except CommandError as exc:
+            log.warning("could not make %s read-only in the backup namespace: %s", point, exc)
+
+
+def hold(cfg: Config) -> int:
+    """The service's main process: seal this namespace, record it, wait until stopped."""
+    seal(cfg)
+    record = cfg.namespace.path
+    state.write(record, {"pid": os.getpid(), "inode": _ns_inode()})
+    sdnotify.notify("READY=1", f"STATUS=backup namespace held by pid {os.getpid()}")
+    log.info("the backup namespace is ready (pid %d)", os.getpid())
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    record.unlink(missing_ok=True)
+    log.info("the backup namespace ends")
+    return 0
+
+
+def holder(cfg: Config) -> tuple[int, int] | None:
+    """(pid, inode) of the live holder of the namespace, or None."""
+    data = state.read(cfg.namespace.path)
+    pid, inode = data.get("pid"), data.get("inode")
+    if not isinstance(pid, int) or not isinstance(inode, int):
+        return None
+    try:
+        if _ns_inode(pid) != inode:
+            return None  # the PID was reused by another process
+    except OSError:
+        return None
+    return pid, inode
+
+
+def inside(cfg: Config) -> bool:
+    """True if this process already runs in the backup namespace."""
+    found = holder(cfg)
+    return found is not None and _ns_inode() == found[1]
+
+
+def reenter(cfg: Config, argv: Sequence[Arg]) -> int:
+    """Run argv (an offsite command) inside the namespace, on our own stdout and stderr."""
+    found = holder(cfg)
+    if found is None:
+        raise Fatal("the backup namespace is not running",
+                    "systemctl start offsite-namespace.service (job units do that themselves)")
+    return interactive(["nsenter", f"--target={found[0]}", "--mount", "--",
+                        *(str(a) for a in argv)])
+
+
+def describe(cfg: Config) -> str:
+    found = holder(cfg)
+    if found is None:
+        return "the backup namespace is not running"
+    return json.dumps({"pid": found[0], "inode": found[1],
+                       "enter": f"nsenter --target={found[0]} --mount"})

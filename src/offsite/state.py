@@ -1,0 +1,46 @@
+"""What offsite remembers between runs, under /var/lib/offsite: small JSON files written
+atomically (temporary file, fsync, rename), so a crash leaves the old or the new one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = Path("/var/lib/offsite")
+
+
+def drive_file(uuid: str, root: Path = STATE_DIR) -> Path:
+    # The UUID is validated hex-and-dashes from the config, never read from a device.
+    return root / "drives" / f"{uuid}.json"
+
+
+def read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def update(path: Path, **values: Any) -> dict[str, Any]:
+    data = read(path)
+    data.update(values)
+    write(path, data)
+    return data
