@@ -7,10 +7,11 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__, install, jobs, mirror, namespace, render
+from offsite import __version__, drives, install, jobs, mirror, namespace, render
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
@@ -25,7 +26,6 @@ Handler = Callable[[argparse.Namespace], int]
 # Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
 PLANNED: dict[str, tuple[str, str]] = {
     "run": ("start a job through systemd and follow it", "the off-site copy, #4"),
-    "drives": ("list drives, when each was last seen and copied", "the off-site copy, #4"),
     "agent": ("the long-running agent: udev, D-Bus, LED, history", "the agent, #5"),
     "status": ("jobs, last results, next runs, drives, LED", "the agent, #5"),
     "schedule": ("a 24-hour timeline of the jobs", "the agent, #5"),
@@ -144,6 +144,14 @@ def cmd_namespace(args: argparse.Namespace) -> int:
     return 0 if namespace.holder(cfg) else EXIT_FAILURE
 
 
+def cmd_drives(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    now = time.time()
+    found = drives.rows(cfg, drives.load_records(cfg), now)
+    sys.stdout.write(drives.as_json(found) + "\n" if args.json else drives.table(found, now))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from offsite import demo
 
@@ -249,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["status", "hold"], nargs="?", default="status")
     p.set_defaults(func=cmd_namespace)
+
+    p = sub.add_parser(
+        "drives", parents=[common], help="each drive's last copy, its age, and which is due",
+        description="List the configured drives: when each was last seen and last copied, "
+        "how much that copy wrote, which drive of a rotation group is due next, and which "
+        "copies are older than their stale_after.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_drives)
 
     p = sub.add_parser(
         "mirror-copy", parents=[common],

@@ -386,6 +386,7 @@ def _read_drive(m: _Map, name: str, host: HostChecks) -> Drive | None:
     keyfile = m.abspath("keyfile")
     rotation = m.text("rotation")
     description = m.text("description") or ""
+    stale_after = m.span("stale_after", 62 * 86400.0)
     if dtype is DriveType.LUKS and keyfile is None and not m.has("keyfile"):
         m.r.problem(m.node.loc, m.key_path("keyfile"), "a LUKS drive needs a keyfile",
                     "create one with: offsite drive enroll (or dd if=/dev/urandom bs=64 count=1)")
@@ -401,7 +402,7 @@ def _read_drive(m: _Map, name: str, host: HostChecks) -> Drive | None:
     m.done()
     if uuid is None or dtype is None or mount is None:
         return None
-    return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, description)
+    return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, description, stale_after)
 
 
 def _read_repository(m: _Map, name: str) -> Repository | None:

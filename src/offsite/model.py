@@ -35,6 +35,7 @@ class Drive:
     keyfile: Path | None = None  # required for LUKS
     rotation: str | None = None  # drives in one group take turns holding the same copy
     description: str = ""
+    stale_after: float = 62 * 86400.0  # seconds; an older last copy is reported
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: 
     # Recorded for `offsite drives` and the LED.
     record = json.loads(sandbox.host_path(f"/var/lib/offsite/drives/{DRIVE}.json").read_text())
     assert record["last_copy_bytes"] > 300_000 and record["last_job"] == "copy"
+    listing = sandbox.run([str(OFFSITE), "--config", CONFIG, "drives"]).stdout
+    assert "d1" in listing and "just now" in listing and "KiB" in listing
     # Unmounted again, and never visible outside the namespace.
     outside = sandbox.run(["findmnt", "--noheadings", "--output", "TARGET"]).stdout.split()
     assert "/mnt/offsite" not in outside
