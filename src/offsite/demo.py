@@ -60,32 +60,42 @@ def main() -> int:
         state = box.systemctl("is-system-running", check=False).stdout.strip()
         _show(f"systemd is host pid {box.pid1}; system state: {state}")
 
-        _say("Making a borg repository with one archive inside it")
-        repo = str(cfg.repository("demo").path)
-        box.run(["mkdir", "-p", str(Path(repo).parent), "/srv/data"])
-        box.write("/srv/data/notes.txt", "the data worth keeping\n" * 500)
-        box.run(["borg", "init", "--encryption=none", "--", repo], env=BORG_ENV)
-        box.run(["borg", "create", "--", f"{repo}::first", "/srv/data"], env=BORG_ENV)
-        _show(f"{repo}: archive 'first' of /srv/data")
-
-        _say("offsite plan, then offsite install")
+        _say("Plugging the NAS's internal backup disk (a loop device) and installing offsite")
+        internal = next(m for m in cfg.namespace.mounts if m.where == Path("/backup"))
+        box.plug(box.make_drive("internal", internal.what.removeprefix("UUID="), size_mb=128))
         box.write(CONFIG_INSIDE, text)
         plan = box.run([offsite, "plan"]).stdout
         _show(plan.strip().splitlines()[-1])
         _show(box.run([offsite, "install"]).stdout)
         _show(box.systemctl("list-timers", "--no-legend", "offsite-*").stdout)
 
+        _say("The backup namespace: /backup is mounted there and nowhere else")
+        box.systemctl("start", "offsite-namespace.service")
+        holder = json.loads(box.run([offsite, "namespace", "status"]).stdout)["pid"]
+        inside = ["nsenter", f"--target={holder}", "--mount", "--"]
+        repo = str(cfg.repository("demo").path)
+        box.run([*inside, "borg", "init", "--make-parent-dirs", "--encryption=none", "--", repo],
+                env=BORG_ENV)
+        for name in ("monday", "tuesday"):
+            box.run([*inside, "sh", "-c", f"head -c 2000000 /dev/urandom > /tmp/{name} && "
+                     f"borg create --stats {repo}::{name} /tmp/{name}"], env=BORG_ENV)
+        _show(f"inside: {repo} with archives monday, tuesday")
+        seen = box.run(["findmnt", "--noheadings", "--output", "TARGET", "/backup"], check=False)
+        _show("outside: findmnt /backup -> " + (seen.stdout.strip() or "nothing"))
+
         unit = render.job_unit(job.name, drive.name)
-        _say(f"Plugging the demo drive: systemd starts {unit} by itself")
+        _say(f"Plugging the off-site drive: systemd starts {unit} by itself")
         image = box.make_drive("demo-drive", drive.uuid, label="DEMO")
         plugged_at = time.monotonic()
         device = box.plug(image)
         box.wait_for_state(unit, ["activating", "active"], timeout=10)
         latency_ms = (time.monotonic() - plugged_at) * 1000
         _show(f"plugged as {device}; {unit} was starting {latency_ms:.0f} ms later")
-        box.wait_until("the drive job to finish", lambda: bool(_start_results(box, unit)), 60)
+        box.wait_until("the drive job to finish", lambda: bool(_start_results(box, unit)), 120)
         _show("\n".join(e["MESSAGE"] for e in _journal(box, f"JOB={job.name}")))
         _show(f"result: {_start_results(box, unit)[-1]}")
+        _say("offsite drives")
+        _show(box.run([offsite, "drives"]).stdout)
 
         failing = render.job_unit("will-fail")
         _say(f"Starting {failing}, which fails: OnFailure= starts the notify unit")

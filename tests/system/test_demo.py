@@ -12,6 +12,7 @@ def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[s
     before = host_snapshot()
     assert demo.main() == 0
     out = capsys.readouterr().out
-    assert "job on-plug succeeded" in out and "result: done" in out
+    assert "job offsite-copy succeeded" in out and "result: done" in out
+    assert "safe to remove" in out and "outside: findmnt /backup -> nothing" in out
     assert "Triggering OnFailure= dependencies" in out
     assert host_snapshot() == before
