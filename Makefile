@@ -25,3 +25,5 @@ system: setup
 # Benchmarks print figures against anchors measured in the same run (needs root).
 bench: setup
 	$(VENV)/python bench/install_scale.py
+	$(VENV)/python bench/plug_latency.py
+	$(VENV)/python bench/mirror_copy.py

@@ -1,0 +1,88 @@
+"""The mirror against `cp -a`: a full copy of a borg repository, then an incremental one.
+
+Figures (issue #4): full mirror time against `cp -a` of the same tree to the same
+filesystem, measured in this run; after about 1% new data, bytes the mirror wrote against
+the bytes that changed in the repository (goal: at most 1.05x).
+Run: .venv/bin/python bench/mirror_copy.py [SIZE_MB]   (default 2048)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from offsite import mirror
+from offsite.run import run
+
+ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+
+
+def borg(base: Path, *args: str) -> None:
+    run(["borg", *args], env={**ENV, "BORG_BASE_DIR": str(base)}, timeout=3600)
+
+
+def write_random(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 1 << 22))
+            f.write(block)
+            left -= len(block)
+
+
+def tree_bytes(listing: mirror.Listing) -> int:
+    return sum(e.size for e in listing.files.values())
+
+
+def main() -> int:
+    size = int(sys.argv[1]) * (1 << 20) if len(sys.argv) > 1 else 2 << 30
+    work = Path(tempfile.mkdtemp(prefix="offsite-bench-", dir="/var/tmp"))
+    try:
+        base, data, src = work / "base", work / "data", work / "repo"
+        data.mkdir()
+        borg(base, "init", "--encryption=none", "--", str(src))
+        write_random(data / "bulk", size)
+        borg(base, "create", "--compression=none", "--", f"{src}::one", str(data))
+        (data / "bulk").unlink()
+
+        started = time.perf_counter()
+        run(["cp", "-a", "--", str(src), str(work / "cp-copy")], timeout=3600)
+        run(["sync"])
+        cp_s = time.perf_counter() - started
+        shutil.rmtree(work / "cp-copy")
+
+        started = time.perf_counter()
+        full = mirror.copy(src, work / "drive" / "repo")
+        run(["sync"])
+        mirror_s = time.perf_counter() - started
+
+        before = mirror.scan(src)
+        write_random(data / "new", size // 100)
+        borg(base, "create", "--compression=none", "--", f"{src}::two", str(data))
+        after = mirror.scan(src)
+        changed = sum(e.size for p, e in after.files.items() if before.files.get(p) != e)
+        incremental = mirror.copy(src, work / "drive" / "repo")
+
+        print(f"repository: {tree_bytes(before) / (1 << 20):.0f} MiB in "
+              f"{len(before.segments())} segments")
+        print(f"{'figure':<34}{'value':>12}{'anchor':>22}{'ratio':>8}  goal")
+        print(f"{'full mirror (with fsync)':<34}{mirror_s:>11.2f}s{'cp -a ' + f'{cp_s:.2f}s':>22}"
+              f"{mirror_s / cp_s:>7.2f}x  -")
+        print(f"{'incremental: bytes written':<34}{incremental.bytes_copied:>12}"
+              f"{'changed ' + str(changed):>22}{incremental.bytes_copied / changed:>7.3f}x  <= 1.05x")
+        print(f"{'full: bytes written':<34}{full.bytes_copied:>12}"
+              f"{'repo ' + str(tree_bytes(before)):>22}"
+              f"{full.bytes_copied / tree_bytes(before):>7.3f}x  1.0x")
+        ok = incremental.bytes_copied <= 1.05 * changed
+        print("OK" if ok else "GOAL MISSED")
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
