@@ -126,12 +126,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_mirror_copy(args: argparse.Namespace) -> int:
-    def show(p: mirror.Progress) -> None:
-        if args.progress:
-            print(f"{p.steps_done}/{p.steps_total} steps, {p.bytes_done}/{p.bytes_total} bytes",
-                  flush=True)
-
-    result = mirror.copy(args.source, args.destination, show)
+    result = mirror.copy(args.source, args.destination, mirror.ThrottledProgress(args.job))
     print(f"copied {result.bytes_copied} bytes in {result.steps} step(s), {result.seconds:.1f} s")
     return 0
 
@@ -274,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "leaves, after every step, a repository borg accepts. Run it under `borg with-lock "
         "SOURCE` so the source holds still; the mirror job does that.",
     )
-    p.add_argument("--progress", action="store_true", help="print a line per step")
+    p.add_argument("--job", help="the job this copy is part of (for the journal's JOB= field)")
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)
     p.set_defaults(func=cmd_mirror_copy)

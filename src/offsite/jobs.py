@@ -114,7 +114,7 @@ def _mirror(ctx: Context) -> bool:
             target = drive.mount / name
             log.info("copying repository %s to drive %s", name, drive.name,
                      extra=fields(job=job.name, drive=drive.name))
-            copied += mirror.copy_locked(repo.path, target, ctx.offsite, job.timeout)
+            copied += mirror.copy_locked(repo.path, target, ctx.offsite, job.name)
         run(["sync", "--file-system", "--", drive.mount])
     finally:
         run(["umount", "--", drive.mount], check=False)

@@ -39,7 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from offsite.errors import Fatal
-from offsite.run import run
+from offsite.run import interactive
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,46 @@ class Progress:
     steps_total: int
 
 
+def progress_line(p: Progress, elapsed: float) -> str:
+    """'1.2 GiB of 4.0 GiB (30%), 85 MiB/s, about 34 s left' (pure, for logs and the CLI)."""
+    def size(n: float) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if n < 1024 or unit == "TiB":
+                return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+            n /= 1024
+        return ""
+
+    percent = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
+    text = f"{size(p.bytes_done)} of {size(p.bytes_total)} ({percent:.0f}%), " \
+           f"{p.steps_done}/{p.steps_total} files"
+    if elapsed > 0 and p.bytes_done:
+        rate = p.bytes_done / elapsed
+        text += f", {size(rate)}/s"
+        if p.bytes_done < p.bytes_total:
+            text += f", about {(p.bytes_total - p.bytes_done) / rate:.0f} s left"
+    return text
+
+
+class ThrottledProgress:
+    """Logs a progress line at most every `every` seconds (and the last one), not per file."""
+
+    def __init__(self, job: str | None, every: float = 5.0) -> None:
+        self.job = job
+        self.every = every
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and p.steps_done < p.steps_total:
+            return
+        self.last = now
+        extra = {"fields": {"PROGRESS_BYTES": str(p.bytes_done),
+                            "PROGRESS_TOTAL": str(p.bytes_total),
+                            **({"JOB": self.job} if self.job else {})}}
+        log.info("copy: %s", progress_line(p, now - self.started), extra=extra)
+
+
 @dataclass(frozen=True)
 class Result:
     steps: int
@@ -249,7 +289,7 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
         elif step.op is Op.MARK:
             for directory in sorted(touched | {new}):
                 _fsync_dir(directory)
-            _write_marker(new)
+            _write_marker(new, done_bytes)
         elif step.op is Op.SWAP:
             _swap(layout, new)
         elif step.op is Op.CLEAN:
@@ -259,13 +299,14 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
     return Result(len(steps), done_bytes, time.monotonic() - started)
 
 
-def _write_marker(tree: Path) -> None:
+def _write_marker(tree: Path, bytes_copied: int) -> None:
     listing = scan(tree)
     transactions = [int(m.group(2)) for n in listing.files if (m := TRANSACTION.match(n))]
     data = {
         "transaction": max(transactions, default=None),
         "files": {p: e.size for p, e in sorted(listing.files.items())},
         "finished": time.time(),
+        "bytes_copied": bytes_copied,
     }
     tmp = tree / (MARKER + ".tmp")
     with tmp.open("w") as f:
@@ -339,7 +380,7 @@ def copy(src: Path, dest: Path, progress: Callable[[Progress], None] | None = No
     return result
 
 
-def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> int:
+def copy_locked(src: Path, dest: Path, offsite: Path, job: str | None = None) -> int:
     """Run ``offsite mirror-copy`` under ``borg with-lock`` so borg cannot change src.
 
     borg 1.2's with-lock reports 0 when its command was killed by a signal (it takes the
@@ -347,18 +388,20 @@ def copy_locked(src: Path, dest: Path, offsite: Path, timeout: float) -> int:
     the copy itself: the completion marker and the files it lists.
     """
     before = _marker_time(dest)
-    result = run(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy", "--", str(src),
-                  str(dest)], timeout=timeout)
+    # On our own stdout and stderr: the copy's progress lines go straight to the journal.
+    code = interactive(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy",
+                        *(["--job", job] if job else []), "--", str(src), str(dest)])
+    if code != 0:
+        raise Fatal(f"copying {src} to {dest} failed (exit code {code}); the lines above say why",
+                    "the drive still holds the previous complete copy")
     problems = verify(dest)
     if not problems and _marker_time(dest) == before:
         problems = ["the completion marker is the previous copy's"]
     if problems:
         raise Fatal(f"the copy to {dest} did not finish: " + "; ".join(problems),
                     "the drive still holds the previous complete copy; the next run goes on")
-    for line in result.stdout.splitlines():
-        if line.startswith("copied "):
-            return int(line.split()[1])
-    return 0
+    value = json.loads((dest / MARKER).read_text()).get("bytes_copied", 0)
+    return int(value) if isinstance(value, int) else 0
 
 
 def _marker_time(dest: Path) -> float | None:

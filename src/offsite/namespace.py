@@ -91,6 +91,8 @@ def seal(cfg: Config) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     for m in cfg.namespace.mounts:
         argv: list[Arg] = ["mount"]
+        if m.what.startswith("/") and Path(m.what).is_dir():
+            argv.append("--bind")  # a directory of the host, shown at `where`
         if m.type:
             argv += ["-t", m.type]
         if m.options:

@@ -93,11 +93,11 @@ def test_a_copy_that_did_not_finish_is_not_taken_for_one(
     base, _, src, dst = repos
     for name, value in {**BORG_ENV, "BORG_BASE_DIR": str(base)}.items():
         monkeypatch.setenv(name, value)  # run() hands BORG_* variables on to borg
-    mirror.copy_locked(src, dst, OFFSITE, timeout=60)
+    mirror.copy_locked(src, dst, OFFSITE)
     assert mirror.verify(dst) == []
     # with-lock says 0 for a command that did nothing; the marker says otherwise.
     with pytest.raises(Fatal, match="did not finish"):
-        mirror.copy_locked(src, dst, Path("/bin/true"), timeout=60)
+        mirror.copy_locked(src, dst, Path("/bin/true"))
 
 
 def test_interrupted_anywhere_the_copy_stays_usable(repos: tuple[Path, Path, Path, Path],

@@ -72,6 +72,10 @@ def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: 
     messages = [e["MESSAGE"] for e in journal(sandbox, "JOB=copy")]
     assert results == ["done"], messages
     assert any("safe to remove" in m for m in messages), messages
+    # The copy reports progress to the journal as structured lines (not one per file).
+    progress = [e for e in journal(sandbox, "JOB=copy") if "PROGRESS_BYTES" in e]
+    assert progress and progress[-1]["MESSAGE"].startswith("copy: ")
+    assert progress[-1]["PROGRESS_BYTES"] == progress[-1]["PROGRESS_TOTAL"]
 
     # Recorded for `offsite drives` and the LED.
     record = json.loads(sandbox.host_path(f"/var/lib/offsite/drives/{DRIVE}.json").read_text())

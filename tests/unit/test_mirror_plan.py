@@ -55,3 +55,11 @@ def test_a_current_copy_without_marker_is_redone() -> None:
     current = Listing(dict(SRC.files), marker=False)
     steps = plan(SRC, current, Listing())
     assert Op.SWAP in {s.op for s in steps} and all(s.op is not Op.COPY for s in steps)
+
+
+def test_progress_line() -> None:
+    from offsite.mirror import Progress, progress_line
+
+    line = progress_line(Progress(1 << 30, 4 << 30, 10, 40), elapsed=10.0)
+    assert line == "1.0 GiB of 4.0 GiB (25%), 10/40 files, 102.4 MiB/s, about 30 s left"
+    assert progress_line(Progress(0, 0, 0, 1), elapsed=0.0) == "0 B of 0 B (100%), 0/1 files"
