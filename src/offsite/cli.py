@@ -125,6 +125,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    try:
+        drive = cfg.drive(args.drive)
+    except StopIteration:
+        raise Fatal(f"no drive named {args.drive!r} in {cfg.source}") from None
+    if not namespace.inside(cfg):
+        if namespace.holder(cfg) is None:
+            return 0  # no namespace, no mount in it
+        return namespace.reenter(cfg, [_offsite_bin(args), "--config", cfg.source, "release",
+                                       "--", drive.name])
+    jobs.release(drive)
+    return 0
+
+
 def cmd_mirror_copy(args: argparse.Namespace) -> int:
     result = mirror.copy(args.source, args.destination, mirror.ThrottledProgress(args.job))
     print(f"copied {result.bytes_copied} bytes in {result.steps} step(s), {result.seconds:.1f} s")
@@ -261,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_drives)
+
+    p = sub.add_parser(
+        "release", parents=[common],
+        help="unmount a drive a job left mounted in the backup namespace (internal)",
+        description="Unmount DRIVE inside the backup namespace if a drive job that was killed "
+        "or lost its drive left it mounted. Drive job units run this after every run.",
+    )
+    p.add_argument("drive", help="the drive's name in the configuration")
+    p.set_defaults(func=cmd_release)
 
     p = sub.add_parser(
         "mirror-copy", parents=[common],

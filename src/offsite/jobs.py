@@ -8,12 +8,13 @@ later part of offsite say so and fail.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import locks, mirror, render, state
+from offsite import locks, mirror, namespace, render, state
 from offsite.errors import Fatal
 from offsite.log import fields
 from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind
@@ -25,10 +26,13 @@ BORG_WARNING = 1
 
 
 def resources(cfg: Config, job: Job) -> list[str]:
-    """What a job touches: no two jobs sharing any of these run at once."""
+    """What a job touches: no two jobs sharing any of these run at once (drives of a
+    rotation group share their mount point, so they take turns there too)."""
     touched = [str(cfg.repository(name).path) for name in job.repositories]
     if job.destination is not None:
         touched.append(str(job.destination))
+    if isinstance(job.trigger, DriveTrigger):
+        touched += [str(cfg.drive(name).mount) for name in job.trigger.drives]
     return touched
 
 
@@ -106,6 +110,7 @@ def _mirror(ctx: Context) -> bool:
     device = render.filesystem_device(drive)
     record = state.drive_file(drive.uuid)
     state.update(record, name=drive.name, last_seen=time.time())
+    _release_stale(drive)
     run(["mount", "-o", "nodev,nosuid,noexec", "--", device, drive.mount])
     copied = 0
     try:
@@ -124,6 +129,30 @@ def _mirror(ctx: Context) -> bool:
              else " and safe to remove",
              extra=fields(job=job.name, drive=drive.name))
     return False
+
+
+def release(drive: Drive) -> bool:
+    """Unmount the drive in this namespace if a job left it mounted (killed before it could
+    unmount). Lazily: the device under it may be gone. True if there was a mount.
+
+    A job running now holds the mount point's lock and owns what is mounted there: then
+    nothing is touched (that job clears a stale mount itself before it mounts).
+    """
+    with locks.try_held(str(drive.mount), f"release of drive {drive.name}") as free:
+        if not free or str(drive.mount) not in namespace.mount_points():
+            return False
+        log.warning("%s is still mounted from a job that did not finish; unmounting it",
+                    drive.mount, extra=fields(drive=drive.name))
+        run(["umount", "--lazy", "--", drive.mount])
+        return True
+
+
+def _release_stale(drive: Drive) -> None:
+    """Called by a job that holds the mount point's lock: anything mounted there is stale."""
+    if str(drive.mount) in namespace.mount_points():
+        log.warning("%s is still mounted from a job that did not finish; unmounting it",
+                    drive.mount, extra=fields(drive=drive.name))
+        run(["umount", "--lazy", "--", drive.mount])
 
 
 class Skip(Exception):
@@ -154,6 +183,9 @@ def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
         known = ", ".join(j.name for j in cfg.jobs)
         raise Fatal(f"no job named {name!r} in {cfg.source}", f"known jobs: {known}") from None
     started = time.monotonic()
+    host_id = namespace.recorded_borg_host_id(cfg)
+    if host_id and "BORG_HOST_ID" not in os.environ:
+        os.environ["BORG_HOST_ID"] = host_id  # handed on to every borg this job runs
     with locks.held(resources(cfg, job), job.name, job.timeout, lock_dir):
         log.info("job %s (%s) started", job.name, job.kind, extra=fields(job=job.name, drive=drive))
         try:

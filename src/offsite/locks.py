@@ -81,3 +81,21 @@ def held(resources: Iterable[str], job: str, wait: float, lock_dir: Path = LOCK_
     finally:
         for fd in reversed(fds):
             os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def try_held(resource: str, who: str, lock_dir: Path = LOCK_DIR) -> Iterator[bool]:
+    """Hold one resource if it is free right now; yields False (and holds nothing) if not."""
+    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(lock_dir / lock_name(resource), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{who} (pid {os.getpid()})\n".encode(), 0)
+        yield True
+    finally:
+        os.close(fd)

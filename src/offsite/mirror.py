@@ -51,6 +51,7 @@ TRANSACTION = re.compile(r"^(hints|integrity|index)\.(\d+)$")
 PLAIN_FILES = ("config", "README", "nonce")
 # Fault injection for the tests: SIGKILL ourselves before this step.
 KILL_AFTER_ENV = "OFFSITE_TEST_KILL_AFTER_STEPS"
+LOCK_WAIT = 600  # seconds borg waits for the source repository's lock
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,9 @@ def copy_locked(src: Path, dest: Path, offsite: Path, job: str | None = None) ->
     """
     before = _marker_time(dest)
     # On our own stdout and stderr: the copy's progress lines go straight to the journal.
-    code = interactive(["borg", "with-lock", "--", str(src), str(offsite), "mirror-copy",
+    # --lock-wait: a borg run of the user's own (not through offsite) may hold the source
+    code = interactive(["borg", f"--lock-wait={LOCK_WAIT}", "with-lock", "--", str(src),
+                        str(offsite), "mirror-copy",
                         *(["--job", job] if job else []), "--", str(src), str(dest)])
     if code != 0:
         raise Fatal(f"copying {src} to {dest} failed (exit code {code}); the lines above say why",

@@ -18,10 +18,13 @@ it is ready, and waits. Stopping the service (or a reboot) ends the namespace; a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +44,7 @@ KEEP_AS_IS = ("/proc", "/sys", "/dev")
 JOB_TMP = "/tmp"  # noqa: S108
 
 
-def _mount_points() -> list[str]:
+def mount_points() -> list[str]:
     """Mount points of this process's namespace, parents before children."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -67,8 +70,8 @@ def writable_paths(cfg: Config) -> list[Path]:
     paths = [m.where for m in cfg.namespace.mounts]
     paths += [r.path for r in cfg.repositories]
     paths += [j.destination for j in cfg.jobs if j.destination is not None]
-    paths += [d.mount for d in cfg.drives]
-    paths += [STATE_DIR, RUN_DIR, *BORG_DIRS]
+    paths += [STATE_DIR, RUN_DIR, *BORG_DIRS]  # (a drive's mount point needs no bind:
+    # the drive mounted on it is writable by itself)
     unique: list[Path] = []
     for path in sorted(set(paths), key=lambda p: len(p.parts)):
         if not any(path.is_relative_to(u) for u in unique):
@@ -100,12 +103,12 @@ def seal(cfg: Config) -> None:
         run([*argv, "--", m.what, m.where])
     run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "offsite-tmp", JOB_TMP])
     writable = [p for p in writable_paths(cfg) if p.is_dir()]
-    points = set(_mount_points())
+    points = set(mount_points())
     for path in writable:
         if str(path) not in points:
             run(["mount", "--bind", "--", path, path])  # its own mount: stays writable
     keep = {str(p) for p in writable} | {JOB_TMP}
-    for point in _mount_points():
+    for point in mount_points():
         if point in keep or any(point == k or point.startswith(k + "/") for k in KEEP_AS_IS):
             continue
         if any(point.startswith(str(p) + "/") for p in writable):
@@ -120,13 +123,34 @@ def hold(cfg: Config) -> int:
     """The service's main process: seal this namespace, record it, wait until stopped."""
     seal(cfg)
     record = cfg.namespace.path
-    state.write(record, {"pid": os.getpid(), "inode": _ns_inode()})
+    state.write(record, {"pid": os.getpid(), "inode": _ns_inode(),
+                         "borg_host_id": borg_host_id()})
     sdnotify.notify("READY=1", f"STATUS=backup namespace held by pid {os.getpid()}")
     log.info("the backup namespace is ready (pid %d)", os.getpid())
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     record.unlink(missing_ok=True)
     log.info("the backup namespace ends")
     return 0
+
+
+def borg_host_id() -> str:
+    """The host id borg 1.2 puts into its locks, computed as borg does, here in the host's
+    network namespace. Job units have a private network (or none), where uuid.getnode()
+    is random: a lock a killed job left would then look like another host's, and no borg
+    would ever clear it. Jobs hand this to borg as BORG_HOST_ID."""
+    name = socket.gethostname()
+    fqdn = name
+    with contextlib.suppress(OSError):
+        for addr in socket.getaddrinfo(name, None, 0, 0, 0, socket.AI_CANONNAME):
+            if addr[3]:
+                fqdn = addr[3]
+                break
+    return f"{fqdn}@{uuid.getnode()}"
+
+
+def recorded_borg_host_id(cfg: Config) -> str | None:
+    value = state.read(cfg.namespace.path).get("borg_host_id")
+    return value if isinstance(value, str) else None
 
 
 def holder(cfg: Config) -> tuple[int, int] | None:

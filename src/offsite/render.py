@@ -264,6 +264,12 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
     if job.kind in (JobKind.PULL, JobKind.BORGMATIC):
         unit += ["Wants=network-online.target", "After=network-online.target"]
     argv += ["--", job.name]
+    release: list[str] = []
+    if drive is not None:
+        # Runs however the job ended (killed, drive pulled): no stale mount is left.
+        release = ["# A killed job, or a pulled drive, leaves no mount behind in the namespace.",
+                   "ExecStopPost=" + exec_line([offsite, "--config", config_path, "release",
+                                                "--", drive.name])]
     repo_paths = [cfg.repository(r).path for r in job.repositories]
     service = [
         "[Service]",
@@ -272,6 +278,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         "# this one mkdir runs outside the sandbox).",
         "ExecStartPre=+/bin/mkdir -p -m 0700 /root/.cache/borg /root/.config/borg",
         f"ExecStart={exec_line(argv)}",
+        *release,
         "# A oneshot has no start timeout by default: a hung borg would never fail or mail.",
         f"TimeoutStartSec={timespan.format_span(job.timeout)}",
         "# borg and rsync get time to release their locks when stopped.",
