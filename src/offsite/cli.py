@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__, drives, install, jobs, mirror, namespace, render
+from offsite import __version__, drives, follow, install, jobs, mirror, namespace, render
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
@@ -25,7 +25,6 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
 PLANNED: dict[str, tuple[str, str]] = {
-    "run": ("start a job through systemd and follow it", "the off-site copy, #4"),
     "agent": ("the long-running agent: udev, D-Bus, LED, history", "the agent, #5"),
     "status": ("jobs, last results, next runs, drives, LED", "the agent, #5"),
     "schedule": ("a 24-hour timeline of the jobs", "the agent, #5"),
@@ -123,6 +122,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
         return EXIT_FAILURE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    try:
+        job = cfg.job(args.job)
+    except StopIteration:
+        known = ", ".join(j.name for j in cfg.jobs)
+        raise Fatal(f"no job named {args.job!r} in {cfg.source}", f"known jobs: {known}") from None
+    return follow.run_job(cfg, job, args.drive)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -276,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_drives)
+
+    p = sub.add_parser(
+        "run", parents=[common], help="start a job through systemd and follow it to the end",
+        description="Start JOB's unit through systemd (as its timer or drive would) and show "
+        "what it logs, with a progress line for copies, until it ends. Exits 0 if it "
+        "succeeded. A drive job with no drive of its group plugged in is skipped (exit 0).",
+    )
+    p.add_argument("--drive", help="for a drive job: which drive (default: a plugged one)")
+    p.add_argument("job", help="the job's name in the configuration")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "release", parents=[common],

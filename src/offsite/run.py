@@ -7,11 +7,12 @@ masked wherever a command line or its output reaches a log or an error message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +144,26 @@ def interactive(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None) ->
         return subprocess.call(args, env=child_env(env))
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
+
+
+@contextlib.contextmanager
+def stream(argv: Sequence[Arg], env: Mapping[str, str] | None = None) -> Iterator[Iterator[str]]:
+    """Start argv and yield an iterator over its output lines; the child is killed when the
+    block ends (for followers such as `journalctl --follow`)."""
+    args = tuple(str(a) for a in argv)
+    log.debug("following %s", describe(args))
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, errors="replace",
+                                env=child_env(env))
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
+    try:
+        assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
+        yield iter(proc.stdout.readline, "")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def spawn(

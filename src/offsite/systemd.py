@@ -45,13 +45,18 @@ def reload() -> None:
             raise Fatal(f"systemd daemon-reload failed: {exc}") from exc
 
 
-def start(units: Iterable[str]) -> None:
+def start(units: Iterable[str]) -> list[str]:
+    """Start units; returns the id of each start job (JOB_ID= in systemd's log lines)."""
+    ids = []
     with _manager() as manager:
         for unit in units:
             try:
-                manager.StartUnit(unit.encode(), b"replace")
+                path = manager.StartUnit(unit.encode(), b"replace")
             except Exception as exc:
                 raise _dbus_error("start", unit, exc) from exc
+            text = path.decode() if isinstance(path, bytes) else str(path)
+            ids.append(text.rsplit("/", 1)[-1])
+    return ids
 
 
 def stop(units: Iterable[str]) -> None:

@@ -252,3 +252,31 @@ def test_killed_mid_copy_the_drive_keeps_a_good_copy(sandbox: Sandbox) -> None:
     archives = check_drive(sandbox, DRIVE)
     assert archives[0] == "first" and "more4" in archives
     sandbox.unplug(device)
+
+
+def test_offsite_run_follows_a_job_to_its_end(sandbox: Sandbox) -> None:
+    prepare(sandbox, config_text())
+    # No drive plugged: a skip, with a clear message, and no unit started.
+    skipped = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "copy"])
+    assert "no drive of job copy is plugged in" in skipped.stdout
+    unit = render.job_unit("copy", "d1")
+    assert start_results(sandbox, unit) == []
+    # With a drive plugged (its own start done), run copies again and shows the lines.
+    device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))
+    sandbox.wait_until("the plug's copy", lambda: bool(start_results(sandbox, unit)), 120)
+    ran = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "copy"], timeout=120)
+    out = ran.stdout
+    assert f"started {unit}" in out and "job copy succeeded" in out and "copy" in out
+    assert any(line.endswith("files") or "files," in line for line in out.splitlines())
+    assert out.rstrip().endswith(f"{unit} succeeded")
+    sandbox.unplug(device)
+
+
+def test_offsite_run_of_a_failing_job_exits_non_zero(sandbox: Sandbox) -> None:
+    prepare(sandbox, config_text().replace(
+        "namespace:", "  broken:\n    kind: borg-check\n    repositories: [main]\nnamespace:"))
+    in_namespace(sandbox, ["rm", "-rf", "/backup/borg/main/data"])
+    ran = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "broken"], check=False,
+                      timeout=120)
+    assert ran.returncode == 1
+    assert "job broken failed" in ran.stdout and "ended: failed" in ran.stdout
