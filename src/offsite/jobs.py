@@ -139,20 +139,17 @@ def release(drive: Drive) -> bool:
     nothing is touched (that job clears a stale mount itself before it mounts).
     """
     with locks.try_held(str(drive.mount), f"release of drive {drive.name}") as free:
-        if not free or str(drive.mount) not in namespace.mount_points():
-            return False
-        log.warning("%s is still mounted from a job that did not finish; unmounting it",
-                    drive.mount, extra=fields(drive=drive.name))
-        run(["umount", "--lazy", "--", drive.mount])
-        return True
+        return free and _release_stale(drive)
 
 
-def _release_stale(drive: Drive) -> None:
-    """Called by a job that holds the mount point's lock: anything mounted there is stale."""
-    if str(drive.mount) in namespace.mount_points():
-        log.warning("%s is still mounted from a job that did not finish; unmounting it",
-                    drive.mount, extra=fields(drive=drive.name))
-        run(["umount", "--lazy", "--", drive.mount])
+def _release_stale(drive: Drive) -> bool:
+    """Called with the mount point's lock held: anything mounted there is stale."""
+    if str(drive.mount) not in namespace.mount_points():
+        return False
+    log.warning("%s is still mounted from a job that did not finish; unmounting it",
+                drive.mount, extra=fields(drive=drive.name))
+    run(["umount", "--lazy", "--", drive.mount])
+    return True
 
 
 class Skip(Exception):
