@@ -34,6 +34,16 @@ def write_random(path: Path, size: int) -> None:
             left -= len(block)
 
 
+def cold() -> None:
+    """Both copies start with the source out of the page cache (else the second one read
+    what the first had just cached)."""
+    run(["sync"])
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        print("(cannot drop the page cache: the second copy may read from memory)")
+
+
 def tree_bytes(listing: mirror.Listing) -> int:
     return sum(e.size for e in listing.files.values())
 
@@ -49,12 +59,14 @@ def main() -> int:
         borg(base, "create", "--compression=none", "--", f"{src}::one", str(data))
         (data / "bulk").unlink()
 
+        cold()
         started = time.perf_counter()
         run(["cp", "-a", "--", str(src), str(work / "cp-copy")], timeout=3600)
         run(["sync"])
         cp_s = time.perf_counter() - started
         shutil.rmtree(work / "cp-copy")
 
+        cold()
         started = time.perf_counter()
         full = mirror.copy(src, work / "drive" / "repo")
         run(["sync"])
