@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from offsite import systemd
+from offsite import durable, systemd
 from offsite.errors import Fatal
 from offsite.render import NAMESPACE_UNIT, Rendered
 from offsite.run import CommandError, run
@@ -131,22 +131,6 @@ def diff_text(changes: Iterable[Change], unit_dir: Path) -> str:
     return "".join(out)
 
 
-def _write_file(path: Path, content: str) -> None:
-    with path.open("w") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    path.chmod(0o644)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def verify(staging: Path, names: Iterable[str]) -> None:
     """``systemd-analyze verify`` on the staged units; any complaint stops the install."""
     units = sorted(n for n in names if "/" not in n)
@@ -167,10 +151,8 @@ def verify(staging: Path, names: Iterable[str]) -> None:
 def _write_manifest(root: Path, entries: dict[str, str]) -> None:
     path = root / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    _write_file(tmp, json.dumps({"units": dict(sorted(entries.items()))}, indent=1) + "\n")
-    tmp.replace(path)
-    _fsync_dir(path.parent)
+    durable.replace(path, json.dumps({"units": dict(sorted(entries.items()))}, indent=1) + "\n",
+                    mode=0o644)
 
 
 def _units_to_stop(changes: Iterable[Change]) -> list[str]:
@@ -195,7 +177,7 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
     staging = Path(tempfile.mkdtemp(prefix=".offsite-staging-", dir=unit_dir))
     try:
         for name, content in rendered.files.items():
-            _write_file(staging / name, content)
+            durable.write_file(staging / name, content)
         if check:  # what is unchanged was verified when it was installed
             verify(staging, [c.name for c in changes if c.action is not Action.REMOVE
                              and c.name in rendered.files])
@@ -218,7 +200,7 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
                 tmp_link.replace(target)
             else:
                 (staging / change.name).replace(target)
-        _fsync_dir(unit_dir)
+        durable.fsync_dir(unit_dir)
         _write_manifest(root, {n: _digest(c) for n, c in wanted.items()})
         reloads = 0
         if live:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from offsite import durable
 from offsite.errors import Fatal
 from offsite.run import interactive
 
@@ -143,14 +144,6 @@ def plan(src: Listing, current: Listing, partial: Listing) -> list[Step]:
             steps.append(Step(Op.COPY, path, entry.size))
     steps += [Step(Op.MARK), Step(Op.SWAP), Step(Op.CLEAN)]
     return steps
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int:
@@ -289,7 +282,7 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
             touched.add((new / step.path).parent)
         elif step.op is Op.MARK:
             for directory in sorted(touched | {new}):
-                _fsync_dir(directory)
+                durable.fsync_dir(directory)
             _write_marker(new, done_bytes)
         elif step.op is Op.SWAP:
             _swap(layout, new)
@@ -309,13 +302,7 @@ def _write_marker(tree: Path, bytes_copied: int) -> None:
         "finished": time.time(),
         "bytes_copied": bytes_copied,
     }
-    tmp = tree / (MARKER + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(tree / MARKER)
-    _fsync_dir(tree)
+    durable.replace(tree / MARKER, json.dumps(data), mode=0o644)
 
 
 def _swap(layout: Layout, new: Path) -> None:
@@ -329,7 +316,7 @@ def _swap(layout: Layout, new: Path) -> None:
     link.unlink(missing_ok=True)
     link.symlink_to(os.path.relpath(new, dest.parent))
     link.replace(dest)
-    _fsync_dir(dest.parent)
+    durable.fsync_dir(dest.parent)
 
 
 def _clean(layout: Layout) -> None:
@@ -339,7 +326,7 @@ def _clean(layout: Layout) -> None:
         if current is None or tree.resolve() != current.resolve():
             shutil.rmtree(tree, ignore_errors=True)
     if layout.trees.is_dir():
-        _fsync_dir(layout.trees)
+        durable.fsync_dir(layout.trees)
 
 
 def verify(dest: Path) -> list[str]:

@@ -4,9 +4,10 @@ atomically (temporary file, fsync, rename), so a crash leaves the old or the new
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from offsite import durable
 
 STATE_DIR = Path("/var/lib/offsite")
 
@@ -26,17 +27,7 @@ def read(path: Path) -> dict[str, Any]:
 
 def write(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.replace(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def update(path: Path, **values: Any) -> dict[str, Any]:
