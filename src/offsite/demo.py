@@ -62,7 +62,8 @@ def main() -> int:
 
         _say("Plugging the NAS's internal backup disk (a loop device) and installing offsite")
         internal = next(m for m in cfg.namespace.mounts if m.where == Path("/backup"))
-        box.plug(box.make_drive("internal", internal.what.removeprefix("UUID="), size_mb=128))
+        # 1 GiB (sparse): borg wants room for a whole 500 MiB segment before it commits
+        box.plug(box.make_drive("internal", internal.what.removeprefix("UUID="), size_mb=1024))
         box.write(CONFIG_INSIDE, text)
         plan = box.run([offsite, "plan"]).stdout
         _show(plan.strip().splitlines()[-1])
@@ -94,6 +95,12 @@ def main() -> int:
         box.wait_until("the drive job to finish", lambda: bool(_start_results(box, unit)), 120)
         _show("\n".join(e["MESSAGE"] for e in _journal(box, f"JOB={job.name}")))
         _show(f"result: {_start_results(box, unit)[-1]}")
+        _say("offsite run offsite-copy: start it by hand, follow it to the end")
+        add = [*inside, "sh", "-c", f"head -c 3000000 /dev/urandom > /tmp/wednesday && "
+               f"borg create {repo}::wednesday /tmp/wednesday"]
+        box.run(add, env=BORG_ENV)
+        _show(box.run([offsite, "run", job.name], timeout=120).stdout)
+
         _say("offsite drives")
         _show(box.run([offsite, "drives"]).stdout)
 

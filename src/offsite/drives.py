@@ -65,11 +65,12 @@ def _age(then: float | None, now: float) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return "-"
+    value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n //= 1024
-    return f"{n} TiB"
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def table(drive_rows: list[DriveRow], now: float) -> str:

@@ -21,7 +21,7 @@ def test_rotation_due_and_stale() -> None:
     assert rows["offsite-a"].due and not rows["offsite-b"].due  # the older copy is due
     assert rows["offsite-a"].stale and not rows["offsite-b"].stale  # 70 days > 62 days
     text = drives.table(list(rows.values()), NOW)
-    assert "due next, STALE" in text and "5 GiB" in text and "70d ago" in text
+    assert "due next, STALE" in text and "5.0 GiB" in text and "70d ago" in text
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
