@@ -219,3 +219,13 @@ def test_sandboxes_are_serialised() -> None:
     finally:
         release.set()
         holder.join()
+
+
+def test_the_command_for_humans_runs_inside_and_passes_the_exit_code() -> None:
+    before = host_snapshot()
+    result = run([sys.executable, "-m", "offsite", "sandbox", "--", "sh", "-c",
+                  "test \"$(cat /proc/1/comm)\" = systemd && exit 7"], check=False,
+                 env={"PYTHONPATH": str(ROOT / "src")}, timeout=120)
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "halted; nothing was left behind" in result.stdout
+    assert host_snapshot() == before
