@@ -26,11 +26,6 @@ DRIVE_UUID = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 INTERNAL_UUID = "77777777-8888-9999-aaaa-bbbbbbbbbbbb"
 
 
-def journal(box: sandbox.Sandbox, *matches: str) -> list[dict[str, str]]:
-    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
 def first_after(entries: list[dict[str, str]], since_us: int, text: str) -> int | None:
     times = [int(e["__REALTIME_TIMESTAMP"]) for e in entries
              if text in e["MESSAGE"] and int(e["__REALTIME_TIMESTAMP"]) >= since_us]
@@ -44,9 +39,9 @@ def measure(box: sandbox.Sandbox, image: Path, unit: str, log_match: list[str],
         since = int(time.time() * 1e6)
         device = box.plug(image)
         box.wait_until(f"{unit} to finish", lambda t=since: first_after(  # type: ignore[misc]
-            journal(box, *log_match), t, done) is not None, 60)
-        starting = first_after(journal(box, "_PID=1", f"UNIT={unit}"), since, "Starting")
-        logged = first_after(journal(box, *log_match), since, log_text)
+            box.entries(*log_match), t, done) is not None, 60)
+        starting = first_after(box.entries("_PID=1", f"UNIT={unit}"), since, "Starting")
+        logged = first_after(box.entries(*log_match), since, log_text)
         assert starting is not None and logged is not None
         to_start.append((starting - since) / 1000)
         to_log.append((logged - since) / 1000)

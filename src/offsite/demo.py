@@ -32,16 +32,6 @@ def _show(text: str) -> None:
         print(f"    {line}", flush=True)
 
 
-def _journal(box: sandbox.Sandbox, *matches: str) -> list[dict[str, str]]:
-    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def _start_results(box: sandbox.Sandbox, unit: str) -> list[str]:
-    return [e["JOB_RESULT"] for e in _journal(box, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
-            if "JOB_RESULT" in e]
-
-
 def main() -> int:
     started = time.monotonic()
     offsite = str(Path(sys.prefix) / "bin" / "offsite")
@@ -92,9 +82,9 @@ def main() -> int:
         box.wait_for_state(unit, ["activating", "active"], timeout=10)
         latency_ms = (time.monotonic() - plugged_at) * 1000
         _show(f"plugged as {device}; {unit} was starting {latency_ms:.0f} ms later")
-        box.wait_until("the drive job to finish", lambda: bool(_start_results(box, unit)), 120)
-        _show("\n".join(e["MESSAGE"] for e in _journal(box, f"JOB={job.name}")))
-        _show(f"result: {_start_results(box, unit)[-1]}")
+        box.wait_until("the drive job to finish", lambda: bool(box.start_results(unit)), 120)
+        _show("\n".join(e["MESSAGE"] for e in box.entries(f"JOB={job.name}")))
+        _show(f"result: {box.start_results(unit)[-1]}")
         _say("offsite run offsite-copy: start it by hand, follow it to the end")
         add = [*inside, "sh", "-c", f"head -c 3000000 /dev/urandom > /tmp/wednesday && "
                f"borg create {repo}::wednesday /tmp/wednesday"]
@@ -108,10 +98,10 @@ def main() -> int:
         _say(f"Starting {failing}, which fails: OnFailure= starts the notify unit")
         box.systemctl("start", "--", failing, check=False)
         notify = f"offsite-notify@{failing}.service"
-        box.wait_until("the notify unit", lambda: bool(_start_results(box, notify)), 30)
-        lines = [e["MESSAGE"] for e in _journal(box, "JOB=will-fail")]
-        lines += [e["MESSAGE"] for e in _journal(box, "_PID=1", f"UNIT={failing}")]
-        lines += [e["MESSAGE"] for e in _journal(box, "_PID=1", f"UNIT={notify}")][:1]
+        box.wait_until("the notify unit", lambda: bool(box.start_results(notify)), 30)
+        lines = [e["MESSAGE"] for e in box.entries("JOB=will-fail")]
+        lines += [e["MESSAGE"] for e in box.entries("_PID=1", f"UNIT={failing}")]
+        lines += [e["MESSAGE"] for e in box.entries("_PID=1", f"UNIT={notify}")][:1]
         _show("\n".join(lines))
         _show("(the failure mail itself arrives with the notification issue, #6)")
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from offsite import escape
 from offsite.errors import Fatal
 from offsite.run import Arg, CommandError, Result, interactive, run, spawn
 
@@ -155,6 +154,19 @@ class Sandbox:
             args += ["--unit", unit]
         return self.run([*args, *matches]).stdout
 
+    def entries(self, *matches: str) -> list[dict[str, str]]:
+        """Journal entries inside, with all their fields (journalctl -o json)."""
+        out = self.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def start_results(self, unit: str) -> list[str]:
+        """How each start job of unit ended (done, failed, ...), from systemd's own log.
+
+        Read from the journal because a finished static unit is unloaded, and with it the
+        properties `systemctl show` would report."""
+        return [e["JOB_RESULT"] for e in self.entries("_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
+                if "JOB_RESULT" in e]
+
     def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         """Wait for a condition inside, failing with a message naming `what`."""
         deadline = time.monotonic() + timeout
@@ -211,10 +223,6 @@ class Sandbox:
         self.run(["losetup", "--detach", device])
         self.loops.remove(device)
         self._save_state()
-
-    @staticmethod
-    def device_unit_for_uuid(uuid: str) -> str:
-        return escape.uuid_device_unit(uuid)
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _save_state(self, extra: dict[str, object] | None = None) -> None:

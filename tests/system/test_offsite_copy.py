@@ -49,11 +49,6 @@ def in_namespace(box: Sandbox, argv: list[str], check: bool = True,
                    env={**BORG_ENV, "BORG_HOST_ID": host_id, **(env or {})}, timeout=300)
 
 
-def journal(box: Sandbox, *matches: str) -> list[dict[str, str]]:
-    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
 def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: Sandbox) -> None:
     sandbox.plug(sandbox.make_drive("internal", INTERNAL, size_mb=128))
     sandbox.write(CONFIG, config_text())
@@ -70,15 +65,15 @@ def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: 
     unit = render.job_unit("copy", "d1")
     drive = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))
     sandbox.wait_until("the copy to finish", lambda: any(
-        e.get("JOB_RESULT") for e in journal(sandbox, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")),
+        e.get("JOB_RESULT") for e in sandbox.entries("_PID=1", f"UNIT={unit}", "JOB_TYPE=start")),
         timeout=120)
-    results = [e["JOB_RESULT"] for e in journal(sandbox, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
+    results = [e["JOB_RESULT"] for e in sandbox.entries("_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
                if "JOB_RESULT" in e]
-    messages = [e["MESSAGE"] for e in journal(sandbox, "JOB=copy")]
+    messages = [e["MESSAGE"] for e in sandbox.entries("JOB=copy")]
     assert results == ["done"], messages
     assert any("safe to remove" in m for m in messages), messages
     # The copy reports progress to the journal as structured lines (not one per file).
-    progress = [e for e in journal(sandbox, "JOB=copy") if "PROGRESS_BYTES" in e]
+    progress = [e for e in sandbox.entries("JOB=copy") if "PROGRESS_BYTES" in e]
     assert progress and progress[-1]["MESSAGE"].startswith("copy: ")
     assert progress[-1]["PROGRESS_BYTES"] == progress[-1]["PROGRESS_TOTAL"]
 
@@ -145,11 +140,6 @@ ROTATION = textwrap.dedent(f"""\
     """)
 
 
-def start_results(box: Sandbox, unit: str) -> list[str]:
-    return [e["JOB_RESULT"] for e in journal(box, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
-            if "JOB_RESULT" in e]
-
-
 def prepare(box: Sandbox, text: str, data_kb: int = 300) -> None:
     box.plug(box.make_drive("internal", INTERNAL, size_mb=1024))
     box.write(CONFIG, text)
@@ -195,12 +185,12 @@ def test_a_second_drive_of_the_group_waits_its_turn(sandbox: Sandbox) -> None:
     for unit in units:
         sandbox.wait_for_state(unit, ["activating"])
     sandbox.wait_until("both jobs to wait", lambda: sum(
-        "waiting for" in e["MESSAGE"] for e in journal(sandbox, "JOB=copy")) >= 2)
+        "waiting for" in e["MESSAGE"] for e in sandbox.entries("JOB=copy")) >= 2)
     sandbox.systemctl("stop", "holder.service")
-    sandbox.wait_until("both copies", lambda: all(start_results(sandbox, u) for u in units),
+    sandbox.wait_until("both copies", lambda: all(sandbox.start_results(u) for u in units),
                        timeout=120)
-    assert [start_results(sandbox, u) for u in units] == [["done"], ["done"]]
-    entries = journal(sandbox, "JOB=copy")
+    assert [sandbox.start_results(u) for u in units] == [["done"], ["done"]]
+    entries = sandbox.entries("JOB=copy")
     spans = []
     for entry in entries:
         if "started" in entry["MESSAGE"] or "succeeded" in entry["MESSAGE"]:
@@ -222,8 +212,8 @@ def test_killed_mid_copy_the_drive_keeps_a_good_copy(sandbox: Sandbox) -> None:
     unit = render.job_unit("copy", "d1")
     image = sandbox.make_drive("d1", DRIVE, size_mb=256)
     device = sandbox.plug(image)
-    sandbox.wait_until("the first copy", lambda: bool(start_results(sandbox, unit)), 120)
-    assert start_results(sandbox, unit) == ["done"]
+    sandbox.wait_until("the first copy", lambda: bool(sandbox.start_results(unit)), 120)
+    assert sandbox.start_results(unit) == ["done"]
     sandbox.unplug(device)
     for round_, delay in enumerate((0.3, 0.6, 0.9, 1.2, 1.5)):
         add_archive(sandbox, f"more{round_}", 20_000)
@@ -244,11 +234,11 @@ def test_killed_mid_copy_the_drive_keeps_a_good_copy(sandbox: Sandbox) -> None:
     sandbox.systemctl("kill", "--signal=SIGKILL", "--", unit, check=False)
     sandbox.wait_for_state(unit, ["inactive", "failed"])
     sandbox.unplug(device)
-    done = len(start_results(sandbox, unit))
+    done = len(sandbox.start_results(unit))
     device = sandbox.plug(image)
     sandbox.wait_until("a copy that runs to the end", lambda: len(
-        start_results(sandbox, unit)) > done, 120)
-    assert start_results(sandbox, unit)[-1] == "done"
+        sandbox.start_results(unit)) > done, 120)
+    assert sandbox.start_results(unit)[-1] == "done"
     archives = check_drive(sandbox, DRIVE)
     assert archives[0] == "first" and "more4" in archives
     sandbox.unplug(device)
@@ -260,10 +250,10 @@ def test_offsite_run_follows_a_job_to_its_end(sandbox: Sandbox) -> None:
     skipped = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "copy"])
     assert "no drive of job copy is plugged in" in skipped.stdout
     unit = render.job_unit("copy", "d1")
-    assert start_results(sandbox, unit) == []
+    assert sandbox.start_results(unit) == []
     # With a drive plugged (its own start done), run copies again and shows the lines.
     device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))
-    sandbox.wait_until("the plug's copy", lambda: bool(start_results(sandbox, unit)), 120)
+    sandbox.wait_until("the plug's copy", lambda: bool(sandbox.start_results(unit)), 120)
     ran = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "copy"], timeout=120)
     out = ran.stdout
     assert f"started {unit}" in out and "job copy succeeded" in out and "copy" in out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from offsite import escape
 from offsite import sandbox as sandboxmod
 from offsite.errors import Fatal
 from offsite.run import run, spawn
@@ -22,7 +23,7 @@ UUID = "11111111-2222-3333-4444-555555555555"
 
 
 def plug_unit(uuid: str, message: str) -> str:
-    device = sandboxmod.Sandbox.device_unit_for_uuid(uuid)
+    device = escape.uuid_device_unit(uuid)
     return textwrap.dedent(f"""\
         [Unit]
         Description=runs when the test drive is plugged
@@ -48,7 +49,7 @@ def test_drive_plug_starts_wanted_unit(sandbox: sandboxmod.Sandbox) -> None:
     assert device.startswith("/dev/loop")
     sandbox.wait_for_state("plugtest.service", ["active"])
     assert "drive-was-plugged" in sandbox.journal(unit="plugtest.service")
-    device_unit = sandbox.device_unit_for_uuid(UUID)
+    device_unit = escape.uuid_device_unit(UUID)
     assert sandbox.show(device_unit, "SubState") == "plugged"
     listed = sandbox.systemctl("list-units", "--plain", "--no-legend", "plugtest.service").stdout
     assert "plugtest.service" in listed and "active" in listed

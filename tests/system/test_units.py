@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shlex
 import shutil
@@ -43,26 +42,12 @@ def make_repo(box: Sandbox, path: str = REPO) -> None:
     box.run(["borg", "create", "--", f"{path}::first", "/srv/data"], env=env)
 
 
-def journal_json(box: Sandbox, *matches: str) -> list[dict[str, str]]:
-    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def start_results(box: Sandbox, unit: str) -> list[str]:
-    """How each start job of the unit ended (done, failed, ...), from systemd's own log.
-
-    Read from the journal because a finished static unit is unloaded, and with it the
-    properties systemctl show would report."""
-    return [e["JOB_RESULT"] for e in journal_json(box, "_PID=1", f"UNIT={unit}", "JOB_TYPE=start")
-            if "JOB_RESULT" in e]
-
-
 def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text())
     _, out, _ = offsite(sandbox, "install")
     assert "systemd reloaded once" in out
     # One reload: systemd logs each one.
-    reloads = [e for e in journal_json(sandbox, "_PID=1") if e["MESSAGE"] == "Reloading."]
+    reloads = [e for e in sandbox.entries("_PID=1") if e["MESSAGE"] == "Reloading."]
     assert len(reloads) == 1
 
     timers = sandbox.systemctl("list-timers", "--all", "--no-legend", "--plain").stdout
@@ -115,11 +100,11 @@ def test_failing_job_is_failed_and_runs_notify_with_its_name(sandbox: Sandbox) -
     assert sandbox.show(unit, "Result") == "exit-code"
     notify = f"offsite-notify@{unit}.service"
     # The OnFailure= unit ran with the failed unit's name as its instance.
-    sandbox.wait_until("the notify unit to run", lambda: bool(start_results(sandbox, notify)))
+    sandbox.wait_until("the notify unit to run", lambda: bool(sandbox.start_results(notify)))
     # What it printed is from `offsite notify failure <unit>` (the mail is issue #6's).
     sandbox.wait_until("the notify unit's output", lambda: any(
-        "offsite notify" in e["MESSAGE"] for e in journal_json(sandbox, f"_SYSTEMD_UNIT={notify}")))
-    job_log = "\n".join(e["MESSAGE"] for e in journal_json(sandbox, "JOB=broken"))
+        "offsite notify" in e["MESSAGE"] for e in sandbox.entries(f"_SYSTEMD_UNIT={notify}")))
+    job_log = "\n".join(e["MESSAGE"] for e in sandbox.entries("JOB=broken"))
     assert "/srv/borg/missing" in job_log
 
 
@@ -148,15 +133,15 @@ def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
     device = sandbox.plug(image)
     sandbox.wait_for_state(unit, ["activating"])
     sandbox.wait_until("the job to wait for the lock", lambda: any(
-        "waiting for" in e["MESSAGE"] for e in journal_json(sandbox, "JOB=on-plug")))
+        "waiting for" in e["MESSAGE"] for e in sandbox.entries("JOB=on-plug")))
     sandbox.unplug(device)
     state = sandbox.wait_for_state(unit, ["inactive", "failed"])
     assert state in ("inactive", "failed")
     # Plugged again with the lock free: the job runs to success.
     sandbox.systemctl("stop", "holder.service")
     sandbox.plug(image)
-    sandbox.wait_until("the job to succeed", lambda: "done" in start_results(sandbox, unit))
-    assert any("succeeded" in e["MESSAGE"] for e in journal_json(sandbox, "JOB=on-plug"))
+    sandbox.wait_until("the job to succeed", lambda: "done" in sandbox.start_results(unit))
+    assert any("succeeded" in e["MESSAGE"] for e in sandbox.entries("JOB=on-plug"))
 
 
 def two_jobs_config(names: list[str]) -> str:
@@ -171,18 +156,18 @@ def test_two_jobs_on_one_repository_run_one_after_the_other(sandbox: Sandbox) ->
     units = [render.job_unit("check-a"), render.job_unit("check-b")]
     sandbox.systemctl("start", "--no-block", "--", *units)
     sandbox.wait_until("both checks to finish", lambda: all(
-        start_results(sandbox, unit) for unit in units), timeout=120)
+        sandbox.start_results(unit) for unit in units), timeout=120)
     for unit in units:
-        assert start_results(sandbox, unit) == ["done"]
+        assert sandbox.start_results(unit) == ["done"]
     spans = []
     for name in ("check-a", "check-b"):
-        entries = journal_json(sandbox, f"JOB={name}")
+        entries = sandbox.entries(f"JOB={name}")
         start = next(int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if "started" in e["MESSAGE"])
         end = next(int(e["__MONOTONIC_TIMESTAMP"]) for e in entries if "succeeded" in e["MESSAGE"])
         spans.append((start, end))
     (_, first_end), (second_start, _) = sorted(spans)
     assert first_end <= second_start, f"the two checks overlapped: {spans}"
-    waited = [e for n in ("check-a", "check-b") for e in journal_json(sandbox, f"JOB={n}")
+    waited = [e for n in ("check-a", "check-b") for e in sandbox.entries(f"JOB={n}")
               if "waiting for" in e["MESSAGE"]]
     assert len(waited) == 1 and REPO in waited[0]["MESSAGE"]
 
@@ -201,8 +186,8 @@ def test_nasty_names_round_trip(sandbox: Sandbox) -> None:
         back = sandbox.run(["systemd-escape", "--unescape", "--", middle]).stdout.rstrip("\n")
         assert back == name
         sandbox.systemctl("start", "--", unit)
-        assert start_results(sandbox, unit) == ["done"]
-        messages = [e["MESSAGE"] for e in journal_json(sandbox, f"JOB={name}")]
+        assert sandbox.start_results(unit) == ["done"]
+        messages = [e["MESSAGE"] for e in sandbox.entries(f"JOB={name}")]
         assert f"job {name} succeeded" in " ".join(messages), messages
         description = sandbox.show(unit, "Description")
         assert description.startswith(f"offsite {name}: ")
