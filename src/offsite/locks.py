@@ -21,10 +21,11 @@ from types import FrameType
 
 from offsite.errors import Fatal
 from offsite.log import fields
+from offsite.state import RUN_DIR
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = Path("/run/offsite/locks")
+LOCK_DIR = RUN_DIR / "locks"
 
 
 def lock_name(resource: str) -> str:

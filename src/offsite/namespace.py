@@ -35,8 +35,8 @@ from offsite.run import Arg, CommandError, interactive, run
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = Path("/var/lib/offsite")
-RUN_DIR = Path("/run/offsite")
+STATE_DIR = state.STATE_DIR
+RUN_DIR = state.RUN_DIR
 BORG_DIRS = (Path("/root/.cache/borg"), Path("/root/.config/borg"))
 # Kernel and device trees keep their own rules; everything else goes read-only.
 KEEP_AS_IS = ("/proc", "/sys", "/dev")

@@ -9,7 +9,8 @@ from typing import Any
 
 from offsite import durable
 
-STATE_DIR = Path("/var/lib/offsite")
+STATE_DIR = Path("/var/lib/offsite")  # history, drive records, the unit manifest
+RUN_DIR = Path("/run/offsite")  # locks, the namespace record
 
 
 def drive_file(uuid: str, root: Path = STATE_DIR) -> Path:
