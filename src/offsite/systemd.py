@@ -31,8 +31,21 @@ def _manager() -> Iterator[Any]:
     yield manager.Manager
 
 
-def _dbus_error(action: str, unit: str, exc: Exception) -> Fatal:
-    return Fatal(f"systemd refused to {action} {unit}: {exc}")
+def _each(method: str, action: str, units: Iterable[str], *, missing_ok: bool = False) -> list[str]:
+    """Call a Manager method (StartUnit, StopUnit, ...) with mode "replace" for each unit;
+    returns the id of each job systemd queued (JOB_ID= in its log lines)."""
+    ids = []
+    with _manager() as manager:
+        for unit in units:
+            try:
+                path = getattr(manager, method)(unit.encode(), b"replace")
+            except Exception as exc:
+                if missing_ok and ("NoSuchUnit" in str(exc) or "not loaded" in str(exc)):
+                    continue
+                raise Fatal(f"systemd refused to {action} {unit}: {exc}") from exc
+            text = path.decode() if isinstance(path, bytes) else str(path)
+            ids.append(text.rsplit("/", 1)[-1])
+    return ids
 
 
 def reload() -> None:
@@ -46,36 +59,15 @@ def reload() -> None:
 
 
 def start(units: Iterable[str]) -> list[str]:
-    """Start units; returns the id of each start job (JOB_ID= in systemd's log lines)."""
-    ids = []
-    with _manager() as manager:
-        for unit in units:
-            try:
-                path = manager.StartUnit(unit.encode(), b"replace")
-            except Exception as exc:
-                raise _dbus_error("start", unit, exc) from exc
-            text = path.decode() if isinstance(path, bytes) else str(path)
-            ids.append(text.rsplit("/", 1)[-1])
-    return ids
+    """Start units; returns the id of each start job."""
+    return _each("StartUnit", "start", units)
 
 
 def stop(units: Iterable[str]) -> None:
     """Stop units that are loaded; units systemd does not know are skipped."""
-    with _manager() as manager:
-        for unit in units:
-            try:
-                manager.StopUnit(unit.encode(), b"replace")
-            except Exception as exc:
-                if "NoSuchUnit" in str(exc) or "not loaded" in str(exc):
-                    continue
-                raise _dbus_error("stop", unit, exc) from exc
+    _each("StopUnit", "stop", units, missing_ok=True)
 
 
 def try_restart(units: Iterable[str]) -> None:
     """Restart units that are running; leave stopped ones stopped."""
-    with _manager() as manager:
-        for unit in units:
-            try:
-                manager.TryRestartUnit(unit.encode(), b"replace")
-            except Exception as exc:
-                raise _dbus_error("restart", unit, exc) from exc
+    _each("TryRestartUnit", "restart", units)
