@@ -190,14 +190,16 @@ class Layout:
         return sorted(int(p.name) for p in self.trees.iterdir() if p.name.isdigit())
 
     def next_tree(self) -> Path:
+        """The newest tree if it is not the current copy (an interrupted run's work, to be
+        reused), else a new one."""
+        generations = self.generations()
+        if not generations:
+            return self.trees / "1"
+        newest = self.trees / str(generations[-1])
         current = self.current()
-        done = {current.name} if current is not None and current.parent == self.trees else set()
-        # Reuse the newest tree that is not the current copy (an interrupted run's work).
-        for gen in reversed(self.generations()):
-            if str(gen) not in done:
-                return self.trees / str(gen)
-            break
-        return self.trees / str(max(self.generations(), default=0) + 1)
+        if current is not None and current.resolve() == newest.resolve():
+            return self.trees / str(generations[-1] + 1)
+        return newest
 
 
 @dataclass(frozen=True)

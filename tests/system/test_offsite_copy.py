@@ -122,22 +122,13 @@ def test_a_drive_job_started_by_hand_without_the_drive_is_a_skip(sandbox: Sandbo
     assert "not plugged in" in result.stderr
 
 
-ROTATION = textwrap.dedent(f"""\
-    drives:
-      d1: {{uuid: {DRIVE}, type: plain, mount: /mnt/offsite, rotation: offsite}}
-      d2: {{uuid: 88888888-9999-aaaa-bbbb-cccccccccccc, type: plain, mount: /mnt/offsite,
-           rotation: offsite}}
-    repositories:
-      main: {{path: /backup/borg/main}}
-    jobs:
-      copy:
-        kind: mirror
-        repositories: [main]
-        drive: offsite
-    namespace:
-      mounts:
-        - {{what: "UUID={INTERNAL}", where: /backup, type: ext4}}
-    """)
+DRIVE2 = "88888888-9999-aaaa-bbbb-cccccccccccc"
+# Two drives taking turns at one mount point, the job started by either.
+ROTATION = config_text().replace(
+    f"  d1: {{uuid: {DRIVE}, type: plain, mount: /mnt/offsite}}",
+    f"  d1: {{uuid: {DRIVE}, type: plain, mount: /mnt/offsite, rotation: offsite}}\n"
+    f"  d2: {{uuid: {DRIVE2}, type: plain, mount: /mnt/offsite, rotation: offsite}}",
+).replace("drive: d1", "drive: offsite")
 
 
 def prepare(box: Sandbox, text: str, data_kb: int = 300) -> None:
@@ -179,7 +170,7 @@ def test_a_second_drive_of_the_group_waits_its_turn(sandbox: Sandbox) -> None:
     sandbox.run(["systemd-run", "--unit=holder", "--", "flock", str(lock), "sleep", "600"])
     sandbox.wait_for_state("holder.service", ["active"])
     units = [render.job_unit("copy", "d1"), render.job_unit("copy", "d2")]
-    uuids = [DRIVE, "88888888-9999-aaaa-bbbb-cccccccccccc"]
+    uuids = [DRIVE, DRIVE2]
     for name, uuid in zip(("d1", "d2"), uuids, strict=True):
         sandbox.plug(sandbox.make_drive(name, uuid, size_mb=128))
     for unit in units:

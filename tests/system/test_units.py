@@ -135,8 +135,13 @@ def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
     sandbox.wait_until("the job to wait for the lock", lambda: any(
         "waiting for" in e["MESSAGE"] for e in sandbox.entries("JOB=on-plug")))
     sandbox.unplug(device)
-    state = sandbox.wait_for_state(unit, ["inactive", "failed"])
-    assert state in ("inactive", "failed")
+    sandbox.wait_for_state(unit, ["inactive", "failed"])
+    # Stopped while still waiting for the lock: the start job did not complete, and the
+    # check itself never began.
+    sandbox.wait_until("the start job to end", lambda: bool(sandbox.start_results(unit)))
+    assert "done" not in sandbox.start_results(unit)
+    assert not any("(borg-check) started" in e["MESSAGE"]
+                   for e in sandbox.entries("JOB=on-plug"))
     # Plugged again with the lock free: the job runs to success.
     sandbox.systemctl("stop", "holder.service")
     sandbox.plug(image)
