@@ -361,6 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hint:
             print(f"    hint: {hint}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # a file or directory we could not read or write
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"offsite: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        if isinstance(exc, PermissionError):
+            print("    hint: this needs root (it writes systemd units and state)", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("offsite: interrupted", file=sys.stderr)
         return 130

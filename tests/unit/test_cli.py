@@ -61,3 +61,14 @@ def test_every_command_has_help() -> None:
 def test_version() -> None:
     code, out, _ = offsite("--version")
     assert code == 0 and out.startswith("offsite ")
+
+
+def test_a_tree_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    # A file where a directory must be (file modes would not stop root).
+    (root / "etc" / "systemd").write_text("not a directory")
+    code, _, err = offsite("-c", str(ROOT / "examples" / "offsite.yaml"), "install",
+                           "--root", str(root), "--no-verify", "--offsite-bin", "/usr/bin/offsite")
+    assert code == 1 and "offsite: error:" in err and "etc/systemd" in err
+    assert "Traceback" not in err
