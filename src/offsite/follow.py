@@ -69,6 +69,12 @@ def follow(lines: Iterable[str], unit: str, out: TextIO, tty: bool, job_id: str 
             if progress_open:
                 out.write("\n")
             return Outcome(entry["JOB_RESULT"], shown)
+        if ours and entry.get("JOB_TYPE") == "stop" and "JOB_RESULT" in entry:
+            # Stopped while starting (its drive pulled, systemctl stop): the start job
+            # then logs no result of its own.
+            if progress_open:
+                out.write("\n")
+            return Outcome("stopped", shown)
         if entry.get("_PID") == "1":
             ours = ours or entry.get("JOB_ID") == job_id
             continue  # systemd's own lines about the unit

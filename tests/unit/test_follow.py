@@ -53,3 +53,13 @@ def test_a_failed_start_is_reported() -> None:
                  {"_PID": "1", "UNIT": UNIT, "JOB_TYPE": "start", "JOB_RESULT": "failed",
                   "MESSAGE": "Failed"})
     assert follow(iter(feed), UNIT, io.StringIO(), tty=False).result == "failed"
+
+
+def test_stopped_while_starting_ends_the_follow() -> None:
+    feed = lines({"_PID": "1", "UNIT": UNIT, "JOB_TYPE": "start", "JOB_ID": "9",
+                  "MESSAGE": "Starting..."},
+                 {"_PID": "40", "MESSAGE": "job copy (mirror) started"},
+                 {"_PID": "1", "UNIT": UNIT, "JOB_TYPE": "stop", "JOB_RESULT": "done",
+                  "JOB_ID": "10", "MESSAGE": "Stopped"})
+    outcome = follow(iter(feed), UNIT, io.StringIO(), tty=False, job_id="9")
+    assert outcome.result == "stopped" and outcome.lines == 1
