@@ -11,11 +11,23 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from offsite import __version__, drives, follow, install, jobs, mirror, namespace, render
+from offsite import (
+    __version__,
+    drives,
+    follow,
+    hooks,
+    install,
+    jobs,
+    mirror,
+    namespace,
+    notify,
+    render,
+    spool,
+)
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
-from offsite.model import DriveTrigger, Job, Schedule
+from offsite.model import Config, DriveTrigger, Job, Schedule
 from offsite.render import Rendered
 from offsite.run import CommandError
 
@@ -29,7 +41,6 @@ PLANNED: dict[str, tuple[str, str]] = {
     "status": ("jobs, last results, next runs, drives, LED", "the agent, #5"),
     "schedule": ("a 24-hour timeline of the jobs", "the agent, #5"),
     "led": ("show, test or clear the LED", "the agent, #5"),
-    "notify": ("send the failure mail for a unit (OnFailure=)", "notifications, #6"),
 }
 
 
@@ -121,6 +132,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
+        jobs.tell_hook(error=str(exc))
         return EXIT_FAILURE
 
 
@@ -168,6 +180,53 @@ def cmd_drives(args: argparse.Namespace) -> int:
     now = time.time()
     found = drives.rows(cfg, drives.load_records(cfg), now)
     sys.stdout.write(drives.as_json(found) + "\n" if args.json else drives.table(found, now))
+    return 0
+
+
+def _job_arg(cfg: Config, name: str) -> Job:
+    try:
+        job: Job = cfg.job(name)
+        return job
+    except StopIteration:
+        known = ", ".join(j.name for j in cfg.jobs)
+        raise Fatal(f"no job named {name!r} in {cfg.source}", f"known jobs: {known}") from None
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    job = _job_arg(cfg, args.job)
+    if args.when == "start":
+        hooks.start(cfg, job, args.drive)
+    else:
+        hooks.finish(cfg, job, args.drive)
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    if args.action == "failure":
+        if not args.unit:
+            raise Fatal("notify failure needs the failed unit's name",
+                        "offsite-notify@.service passes it: offsite notify failure %i")
+        notify.failure(cfg, args.unit)
+    elif args.action == "flush":
+        done = notify.flush(cfg, force=args.now)
+        print(f"{done.sent} sent, {done.failed} failed (kept), {done.waiting} waiting")
+    elif args.action == "stale":
+        found = notify.check_stale(cfg)
+        print(f"{len(found)} stale: " + ", ".join(i.what for i in found) if found else "nothing stale")
+    elif args.action == "test":
+        done = notify.test_mail(cfg)
+        if done.failed:
+            raise Fatal("the test mail was not sent (the journal and the line above say why); "
+                        "it stays in the spool", "offsite notify spool; offsite notify flush --now")
+        print("test mail sent to " + ", ".join(cfg.notify.email.to if cfg.notify.email else ()))
+    else:  # spool
+        for entry in spool.entries():
+            error = entry.data.get("last_error") or "not tried yet"
+            print(f"{entry.path.name}  tries={entry.data.get('attempts', 0)}  "
+                  f"{entry.subject!r}\n    {error}")
+        print(f"{len(spool.entries())} message(s) in {spool.SPOOL_DIR}")
     return 0
 
 
@@ -316,6 +375,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path)
     p.add_argument("destination", type=Path)
     p.set_defaults(func=cmd_mirror_copy)
+
+    p = sub.add_parser(
+        "notify", parents=[common], help="mail: failure report, spool flush, staleness check, test",
+        description="failure UNIT: report a failed job unit by mail (what offsite-notify@."
+        "service runs; status, this run's journal, failures in a row). flush: send the "
+        "spooled mail that is due (--now: all of it; what offsite-mail.service runs). stale: "
+        "alert about drives without a recent copy and jobs without a recent success (daily, "
+        "offsite-stale.timer). test: send a test mail now. spool: list what waits in the spool.",
+    )
+    p.add_argument("action", choices=["failure", "flush", "stale", "test", "spool"])
+    p.add_argument("unit", nargs="?", help="failure: the failed unit")
+    p.add_argument("--now", action="store_true", help="flush: try every message, due or not")
+    p.set_defaults(func=cmd_notify)
+
+    p = sub.add_parser(
+        "hook", parents=[common], help="record a job's run and ping its health URL (internal)",
+        description="What job units run before (start) and after (finish) their job: record the "
+        "run in the history, ping the job's health URL, and after a success send the recovery "
+        "or success mail. Reads INVOCATION_ID, SERVICE_RESULT, EXIT_CODE, EXIT_STATUS.",
+    )
+    p.add_argument("when", choices=["start", "finish"])
+    p.add_argument("--drive", help="the drive that started the job")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_hook)
 
     p = sub.add_parser(
         "demo", parents=[common], help="show offsite at work in a throw-away sandbox systemd",

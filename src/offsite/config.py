@@ -31,6 +31,7 @@ from offsite.model import (
     Namespace,
     NamespaceMount,
     Notify,
+    OnWarning,
     PullSource,
     Repository,
     Schedule,
@@ -484,6 +485,11 @@ def _read_job(
     healthcheck = m.text("healthcheck")
     if healthcheck is not None and not healthcheck.startswith(("https://", "http://")):
         m.fail("healthcheck", f"{healthcheck!r} is not an http(s) URL")
+    on_warning = m.choice("on_warning", OnWarning) or OnWarning.WARN
+    mail_on_success = m.boolean("mail_on_success", False)
+    stale_after = m.span("stale_after", 0.0) if m.has("stale_after") else None
+    if stale_after is not None and stale_after <= 0:
+        m.fail("stale_after", "must be longer than 0", "e.g. 2d for a nightly job")
     source_map = m.mapping("source")
     pull = _read_pull(source_map) if source_map is not None else None
     destination = m.abspath("destination")
@@ -518,6 +524,7 @@ def _read_job(
         name=name, kind=kind, timeout=timeout, trigger=trigger, repositories=repos,
         description=description, pull=pull, destination=destination, verify_data=verify_data,
         sample=sample if kind is JobKind.RESTORE_TEST else 0, healthcheck=healthcheck,
+        on_warning=on_warning, mail_on_success=mail_on_success, stale_after=stale_after,
     )
 
 
@@ -553,18 +560,27 @@ def _read_notify(m: _Map) -> Notify:
             username = sm.text("username")
             password_file = sm.abspath("password_file")
             verify = sm.boolean("verify", True)
-            if username and password_file is None and not sm.has("password_file"):
-                sm.r.problem(sm.node.loc, sm.key_path("password_file"),
-                             "a username needs a password_file",
-                             "or pass the password as the systemd credential offsite-smtp-password")
+            ca_file = sm.abspath("ca_file")
+            timeout = sm.span("timeout", 30.0)
+            if password_file is not None and not username:
+                sm.fail("password_file", "a password_file needs a username")
+            if ca_file is not None and not verify:
+                sm.fail("ca_file", "ca_file is for verifying the server; verify is off")
+            if security is SmtpSecurity.NONE and username:
+                sm.fail("username", "a login over an unencrypted connection would send the "
+                        "password in the clear", "use security: starttls or tls")
             sm.done()
             if host is not None:
-                smtp = Smtp(host, port, security, username, password_file, verify)
+                smtp = Smtp(host, port, security, username, password_file, verify, ca_file,
+                            timeout)
         sendmail = em.abspath("sendmail") or Path("/usr/sbin/sendmail")
         if smtp is not None and em.has("sendmail"):
             em.fail("sendmail", "choose smtp or sendmail, not both")
+        retry_every = em.span("retry_every", 300.0)
+        if retry_every < 1:
+            em.fail("retry_every", "must be at least 1s")
         em.done()
-        email = Email(to, sender, smtp, sendmail)
+        email = Email(to, sender, smtp, sendmail, max(retry_every, 1.0))
     led = Led()
     lm = m.mapping("led")
     if lm is not None:

@@ -16,12 +16,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_file(path: Path, content: str, mode: int = 0o644) -> None:
-    """Write and fsync a file in place (under a name nothing reads yet)."""
-    with path.open("w") as f:
+    """Write and fsync a file in place (under a name nothing reads yet). It has its mode
+    from the start: a secret is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode & 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(content)
         f.flush()
+        os.fchmod(f.fileno(), mode)
         os.fsync(f.fileno())
-    path.chmod(mode)
 
 
 def replace(path: Path, content: str, mode: int = 0o600) -> None:

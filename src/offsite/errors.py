@@ -4,6 +4,10 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_NOT_IMPLEMENTED = 3  # a subcommand whose issue is still open
+# How `offsite exec` tells its unit's stop hook what happened; both are in the job units'
+# SuccessExitStatus=, so neither fails the unit.
+EXIT_WARNING = 10  # done, with warnings (borg's exit 1, rsync's 24)
+EXIT_SKIPPED = 11  # nothing to do, and that is no failure (a drive not plugged in)
 
 
 class Fatal(Exception):

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from offsite import locks, mirror, namespace, render, state
-from offsite.errors import Fatal
+from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.log import fields
-from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind
+from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning
 from offsite.run import CommandError, run
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ def _run_borg(job: Job, argv: list[str]) -> bool:
 
 
 @dataclass(frozen=True)
+class Done:
+    """How a job's work ended when it did not fail."""
+
+    warned: bool = False  # borg's exit 1, rsync's 24
+    bytes: int | None = None  # what it copied, when it copies
+
+
+@dataclass(frozen=True)
 class Context:
     cfg: Config
     job: Job
@@ -64,23 +73,23 @@ class Context:
     offsite: Path  # this offsite executable (run again under borg with-lock)
 
 
-def _borg_check(ctx: Context) -> bool:
+def _borg_check(ctx: Context) -> Done:
     cfg, job = ctx.cfg, ctx.job
     warned = False
     for name in job.repositories:
         repo = cfg.repository(name)
         log.info("checking repository %s (%s)", name, repo.path, extra=fields(job=job.name))
         warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data))
-    return warned
+    return Done(warned)
 
 
-def _borgmatic(ctx: Context) -> bool:
+def _borgmatic(ctx: Context) -> Done:
     cfg, job = ctx.cfg, ctx.job
     warned = False
     for name in job.repositories:
         repo = cfg.repository(name)
         warned |= _run_borg(job, borgmatic_argv(repo.borgmatic_config))
-    return warned
+    return Done(warned)
 
 
 def _plugged_drive(ctx: Context) -> Drive | None:
@@ -97,7 +106,7 @@ def _plugged_drive(ctx: Context) -> Drive | None:
     return None
 
 
-def _mirror(ctx: Context) -> bool:
+def _mirror(ctx: Context) -> Done:
     """Mount the drive (only in this namespace), copy each repository, sync, unmount."""
     drive = _plugged_drive(ctx)
     job = ctx.job
@@ -128,7 +137,7 @@ def _mirror(ctx: Context) -> bool:
              " and is locked when this job ends" if drive.type is DriveType.LUKS
              else " and safe to remove",
              extra=fields(job=job.name, drive=drive.name))
-    return False
+    return Done(bytes=copied)
 
 
 def release(drive: Drive) -> bool:
@@ -156,20 +165,27 @@ class Skip(Exception):
     """Nothing to do, and that is not a failure (a drive that is not plugged in)."""
 
 
-def _later(owner: str) -> Callable[[Context], bool]:
-    def work(ctx: Context) -> bool:
+def _later(owner: str) -> Callable[[Context], Done]:
+    def work(ctx: Context) -> Done:
         raise Fatal(f"{ctx.job.kind} jobs are not implemented yet (belongs to {owner})")
 
     return work
 
 
-WORK: dict[JobKind, Callable[[Context], bool]] = {
+WORK: dict[JobKind, Callable[[Context], Done]] = {
     JobKind.BORG_CHECK: _borg_check,
     JobKind.BORGMATIC: _borgmatic,
     JobKind.MIRROR: _mirror,
     JobKind.PULL: _later("scheduled jobs, #7"),
     JobKind.RESTORE_TEST: _later("scheduled jobs, #7"),
 }
+
+
+def tell_hook(**values: object) -> None:
+    """Leave facts about this run (bytes copied, why it failed) for the unit's stop hook."""
+    invocation = os.environ.get("INVOCATION_ID", "")
+    if re.fullmatch(r"[0-9a-f]{32}", invocation):
+        state.update(state.run_summary_file(invocation), **values)
 
 
 def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
@@ -183,13 +199,20 @@ def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
     host_id = namespace.recorded_borg_host_id(cfg)
     if host_id and "BORG_HOST_ID" not in os.environ:
         os.environ["BORG_HOST_ID"] = host_id  # handed on to every borg this job runs
+    invocation = os.environ.get("INVOCATION_ID", "")
     with locks.held(resources(cfg, job), job.name, job.timeout, lock_dir):
-        log.info("job %s (%s) started", job.name, job.kind, extra=fields(job=job.name, drive=drive))
+        log.info("job %s (%s) started%s", job.name, job.kind,
+                 f", run {invocation}" if invocation else "",
+                 extra=fields(job=job.name, drive=drive))
         try:
-            warned = WORK[job.kind](Context(cfg, job, drive, offsite))
+            done = WORK[job.kind](Context(cfg, job, drive, offsite))
         except Skip:
-            return 0
+            return EXIT_SKIPPED
     elapsed = time.monotonic() - started
-    outcome = "finished with warnings" if warned else "succeeded"
+    if done.bytes is not None:
+        tell_hook(bytes=done.bytes)
+    if done.warned and job.on_warning is OnWarning.FAIL:
+        raise Fatal(f"job {job.name} ended with warnings, and on_warning is fail")
+    outcome = "finished with warnings" if done.warned else "succeeded"
     log.info("job %s %s in %.1f s", job.name, outcome, elapsed, extra=fields(job=job.name))
-    return 0
+    return EXIT_WARNING if done.warned else 0

@@ -20,6 +20,11 @@ class JobKind(StrEnum):
     RESTORE_TEST = "restore-test"
 
 
+class OnWarning(StrEnum):
+    WARN = "warn"  # the job succeeds; status and mail subject say "with warnings"
+    FAIL = "fail"  # a warning fails the job like an error
+
+
 class SmtpSecurity(StrEnum):
     STARTTLS = "starttls"
     TLS = "tls"
@@ -79,6 +84,9 @@ class Job:
     verify_data: bool = False  # borg-check: also read and verify every chunk
     sample: int = 0  # restore-test: files to extract and compare
     healthcheck: str | None = None  # a healthchecks-style ping URL for this job
+    on_warning: OnWarning = OnWarning.WARN  # borg's exit 1, rsync's 24 (vanished files)
+    mail_on_success: bool = False  # a mail after every successful run, not only recovery
+    stale_after: float | None = None  # seconds; no success for longer raises an alert
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,8 @@ class Smtp:
     username: str | None = None
     password_file: Path | None = None
     verify: bool = True
+    ca_file: Path | None = None  # trust this CA (a self-signed server) besides the system's
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,7 @@ class Email:
     sender: str
     smtp: Smtp | None = None  # None: hand the message to the local sendmail
     sendmail: Path = Path("/usr/sbin/sendmail")
+    retry_every: float = 300.0  # seconds; the first retry of a spooled mail, then doubling
 
 
 @dataclass(frozen=True)

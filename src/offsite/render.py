@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offsite import escape, state, timespan
+from offsite.errors import EXIT_SKIPPED, EXIT_WARNING
 from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
 
 PREFIX = "offsite-"
 NOTIFY_TEMPLATE = "offsite-notify@.service"
+OUTBOX_SERVICE = "offsite-outbox.service"
+OUTBOX_TIMER = "offsite-outbox.timer"
+STALE_SERVICE = "offsite-stale.service"
+STALE_TIMER = "offsite-stale.timer"
 AGENT_UNIT = "offsite-agent.service"
 NAMESPACE_UNIT = "offsite-namespace.service"
 CRYPTSETUP = "/lib/systemd/systemd-cryptsetup"
@@ -169,7 +174,8 @@ NO_MOUNT_NAMESPACE = frozenset({
 
 
 def _job_hardening(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path]) -> list[Option]:
-    network = job.kind in (JobKind.PULL, JobKind.BORGMATIC) or job.healthcheck is not None
+    # Health pings and mail leave through offsite-outbox.service, not from the job.
+    network = job.kind in (JobKind.PULL, JobKind.BORGMATIC)
     families = "AF_UNIX AF_INET AF_INET6" if network else "AF_UNIX"
     # '-': a path that does not exist yet is no reason to refuse to start (the job says why)
     writable: list[str | Path] = [f"-{p}" for p in repo_paths]
@@ -195,7 +201,7 @@ def _job_hardening(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path]
         ("PrivateTmp", "yes", "borg's temporary files stay private"),
         ("RestrictNamespaces", "mnt", "only a mount namespace: the backup namespace"),
         ("RestrictAddressFamilies", families,
-         "the journal and D-Bus" + ("; ssh, SMTP and pings need IP" if network else "")),
+         "the journal and D-Bus" + ("; ssh needs IP" if network else "")),
         ("SystemCallFilter", "@system-service @mount setns",
          "what a service needs, plus mounting and entering the backup namespace"),
         ("SystemCallErrorNumber", "EPERM", "a refused call fails cleanly instead of killing borg"),
@@ -268,6 +274,8 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         release = ["# A killed job, or a pulled drive, leaves no mount behind in the namespace.",
                    "ExecStopPost=" + exec_line([offsite, "--config", config_path, "release",
                                                 "--", drive.name])]
+    hook: list[str | Path] = [offsite, "--config", config_path, "hook"]
+    which = [*(["--drive", drive.name] if drive else []), "--", job.name]
     repo_paths = [cfg.repository(r).path for r in job.repositories]
     service = [
         "[Service]",
@@ -275,8 +283,15 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         "# borg keeps keys and caches here; ReadWritePaths= below needs them to exist ('+':",
         "# this one mkdir runs outside the sandbox).",
         "ExecStartPre=+/bin/mkdir -p -m 0700 /root/.cache/borg /root/.config/borg",
+        "# Record the run in the history and ping its health URL; '-': never a reason to",
+        "# fail, '+': outside the sandbox (it writes /var/lib/offsite/history.db).",
+        "ExecStartPre=-+" + exec_line([*hook, "start", *which]),
         f"ExecStart={exec_line(argv)}",
+        f"# {EXIT_WARNING}: finished with warnings; {EXIT_SKIPPED}: nothing to do (drive not plugged).",
+        f"SuccessExitStatus={EXIT_WARNING} {EXIT_SKIPPED}",
         *release,
+        "# How it ended, into the history (before OnFailure= mails); a recovery mail.",
+        "ExecStopPost=-+" + exec_line([*hook, "finish", *which]),
         "# A oneshot has no start timeout by default: a hung borg would never fail or mail.",
         f"TimeoutStartSec={timespan.format_span(job.timeout)}",
         "# borg and rsync get time to release their locks when stopped.",
@@ -389,8 +404,9 @@ def _namespace(offsite: Path, config_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _notify(cfg: Config, offsite: Path, config_path: Path) -> str:
-    sendmail = cfg.notify.email is not None and cfg.notify.email.smtp is None
+def _helper_hardening(network: bool, sendmail: bool = False) -> list[Option]:
+    """offsite's own helper units: they read the journal and systemd's state, write under
+    /var/lib/offsite, and (the mail unit only) reach the mail server."""
     options: list[Option] = [
         opt for opt in BASE_HARDENING if not (sendmail and opt[0] == "NoNewPrivileges")
     ]
@@ -399,31 +415,103 @@ def _notify(cfg: Config, offsite: Path, config_path: Path) -> str:
                         "relaxed: the local sendmail (postfix's postdrop) is setgid"))
     options += [
         ("CapabilityBoundingSet", "", "root's files are readable without capabilities"),
-        ("ProtectSystem", "strict", "writes only to its spool"),
-        ("ReadWritePaths", str(state.STATE_DIR), "the mail spool lives under /var/lib/offsite"),
+        ("ProtectSystem", "strict", "writes only its state"),
+        ("ReadWritePaths", str(state.STATE_DIR), "the history and the mail spool"),
         ("ProtectHome", "read-only",
          "offsite's Python may live under /root (a virtualenv); nothing is written there"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
         ("PrivateDevices", "yes", "no devices"),
         ("RestrictNamespaces", "yes", "no namespaces"),
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6", "SMTP, D-Bus and the journal"),
         ("SystemCallFilter", "@system-service", "what a service needs"),
         ("SystemCallErrorNumber", "EPERM", "a refused call fails cleanly"),
         ("PrivateIPC", "yes", "no SysV IPC"),
     ]
+    if network:
+        options.append(("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6",
+                        "the mail server and health pings, D-Bus, the journal"))
+    else:
+        options += [("RestrictAddressFamilies", "AF_UNIX", "D-Bus and the journal only"),
+                    ("PrivateNetwork", "yes", "it writes the spool; offsite-outbox.service sends"),
+                    ("IPAddressDeny", "any", "and may not reach any address")]
+    return options
+
+
+def _helper(description: str, argv: Sequence[str | Path], ident: str, timeout: str,
+            options: list[Option], specifier: str = "", unit: Sequence[str] = ()) -> str:
+    """A oneshot helper unit; specifier: appended to the command line as it is (%i)."""
     lines = [
         "[Unit]",
-        "Description=offsite: report the failure of %i",
+        f"Description={description}",
         "Documentation=man:offsite(1)",
+        *unit,
         "",
         "[Service]",
         "Type=oneshot",
-        f"ExecStart={exec_line([offsite, '--config', config_path, 'notify', 'failure'])} %i",
-        "TimeoutStartSec=5min",
-        "SyslogIdentifier=offsite-notify",
+        f"ExecStart={exec_line(argv)}{' ' + specifier if specifier else ''}",
+        f"TimeoutStartSec={timeout}",
+        f"SyslogIdentifier={ident}",
         _format(options).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _notify(offsite: Path, config_path: Path) -> str:
+    # %i: the failed unit's name (a unit name systemd made, from names offsite chose)
+    return _helper("offsite: report the failure of %i",
+                   [offsite, "--config", config_path, "notify", "failure"], "offsite-notify",
+                   "5min", _helper_hardening(network=False), specifier="%i")
+
+
+def _outbox(cfg: Config, offsite: Path, config_path: Path) -> dict[str, str]:
+    email = cfg.notify.email
+    if email is None and cfg.notify.healthchecks is None and not any(
+            j.healthcheck for j in cfg.jobs):
+        return {}
+    sendmail = email is not None and email.smtp is None
+    service = _helper("offsite: send spooled mail and health pings",
+                      [offsite, "--config", config_path, "notify", "flush"], "offsite-outbox",
+                      "10min", _helper_hardening(network=True, sendmail=sendmail),
+                      unit=["# Started for every mail and ping (a burst of them is normal) and by",
+                            "# its timer; it ends quickly when there is nothing to send.",
+                            "StartLimitIntervalSec=0"])
+    retry = email.retry_every if email else 300.0
+    timer = "\n".join([
+        "[Unit]",
+        "Description=offsite: retry spooled mail and health pings",
+        "",
+        "[Timer]",
+        "# Each message waits longer after every failed try (1, 2, 4, ... times this,",
+        "# up to 6h); the timer only looks for the ones that are due.",
+        "OnBootSec=1min",
+        f"OnUnitInactiveSec={timespan.format_span(retry)}",
+        "AccuracySec=1s",
+        f"Unit={OUTBOX_SERVICE}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+    ]) + "\n"
+    return {OUTBOX_SERVICE: service, OUTBOX_TIMER: timer}
+
+
+def _stale(offsite: Path, config_path: Path) -> dict[str, str]:
+    service = _helper("offsite: alert about drives and jobs gone quiet for too long",
+                      [offsite, "--config", config_path, "notify", "stale"], "offsite-stale",
+                      "5min", _helper_hardening(network=False))
+    timer = "\n".join([
+        "[Unit]",
+        "Description=offsite: daily check for stale drives and jobs",
+        "",
+        "[Timer]",
+        "OnCalendar=daily",
+        "RandomizedDelaySec=1h",
+        "# A check missed while the machine was off happens at the next boot.",
+        "Persistent=true",
+        f"Unit={STALE_SERVICE}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+    ]) + "\n"
+    return {STALE_SERVICE: service, STALE_TIMER: timer}
 
 
 def _agent(offsite: Path, config_path: Path) -> str:
@@ -490,6 +578,11 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
         if drive.type is DriveType.LUKS:
             files[unlock_unit(drive.name)] = _unlock(drive)
     files[NAMESPACE_UNIT] = _namespace(offsite, config_path)
-    files[NOTIFY_TEMPLATE] = _notify(cfg, offsite, config_path)
+    files[NOTIFY_TEMPLATE] = _notify(offsite, config_path)
+    for name, text in {**_outbox(cfg, offsite, config_path), **_stale(offsite, config_path)}.items():
+        files[name] = text
+        if name.endswith(".timer"):
+            links[f"timers.target.wants/{name}"] = name
+            timers.append(name)
     files[AGENT_UNIT] = _agent(offsite, config_path)
     return Rendered({n: header + t for n, t in files.items()}, links, tuple(timers))

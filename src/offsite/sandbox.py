@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -386,8 +386,13 @@ def _own_trees() -> list[Path]:
 
 
 @contextlib.contextmanager
-def booted(timeout: float = BOOT_TIMEOUT) -> Iterator[Sandbox]:
-    """Boot a sandbox, yield it, and always tear it down (also on error or Ctrl-C)."""
+def booted(timeout: float = BOOT_TIMEOUT, keep: Mapping[str, Path] | None = None
+           ) -> Iterator[Sandbox]:
+    """Boot a sandbox, yield it, and always tear it down (also on error or Ctrl-C).
+
+    keep: directories inside (e.g. /var/lib/offsite) backed by host directories, so what
+    the sandbox writes there survives into the next sandbox booted with the same keep (a
+    reboot)."""
     _require_root()
     with _locked():
         _recover_stale()
@@ -407,7 +412,8 @@ def booted(timeout: float = BOOT_TIMEOUT) -> Iterator[Sandbox]:
                 # --kill-child: if unshare dies, its child (our systemd) gets SIGKILL; with
                 # die_with_parent, unshare itself dies with this process. Nothing outlives us.
                 proc = spawn(["unshare", "--pid", "--mount", "--fork", "--mount-proc",
-                              "--kill-child=SIGKILL", "sh", script_path, workdir, *_own_trees()],
+                              "--kill-child=SIGKILL", "sh", script_path, workdir, *_own_trees(),
+                              *[f"{host}={inside}" for inside, host in (keep or {}).items()]],
                              stdout=console)
                 pid1 = _find_pid1(proc.pid, proc.poll, timeout)
             sandbox = Sandbox(workdir, pid1, proc.pid, console)

@@ -36,3 +36,9 @@ def update(path: Path, **values: Any) -> dict[str, Any]:
     data.update(values)
     write(path, data)
     return data
+
+
+def run_summary_file(invocation: str, root: Path = RUN_DIR) -> Path:
+    """What a job tells its stop hook about its run (bytes copied), by invocation id (32 hex
+    digits, checked by the caller)."""
+    return root / "runs" / f"{invocation}.json"

@@ -7,7 +7,8 @@
 # overlay of the host root held in a tmpfs: whatever it writes vanishes with it.
 set -eu
 W=$1
-shift  # the rest: host directories to show inside at the same path, read-only
+shift  # the rest: host directories to show inside at the same path, read-only; or
+       # HOST=INSIDE: a host directory shown writable at INSIDE (state kept across boots)
 mount --make-rprivate /
 mount -t tmpfs -o size=4G,mode=0700 offsite-sandbox "$W"
 mkdir -p "$W/upper" "$W/work" "$W/root"
@@ -23,9 +24,15 @@ mount -t tmpfs tmpfs "$R/tmp"
 # The overlay shows only the root filesystem; offsite's own tree and virtualenv may live on
 # another one (or under /tmp, now hidden), so they are bound in, read-only.
 for dir in "$@"; do
-  mkdir -p "$R$dir"
-  mount --rbind "$dir" "$R$dir"
-  mount -o remount,bind,ro "$R$dir"
+  case $dir in
+    *=*)
+      mkdir -p "$R${dir#*=}"
+      mount --bind "${dir%%=*}" "$R${dir#*=}" ;;
+    *)
+      mkdir -p "$R$dir"
+      mount --rbind "$dir" "$R$dir"
+      mount -o remount,bind,ro "$R$dir" ;;
+  esac
 done
 
 # Keep host-wide actions out: no coldplug of every device of the host, no renaming of

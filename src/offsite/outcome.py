@@ -1,0 +1,50 @@
+"""How a job's run ended, from what systemd tells a unit's stop hook and its OnFailure=
+unit: pure functions, no systemd needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from offsite.errors import EXIT_SKIPPED, EXIT_WARNING
+
+# SERVICE_RESULT values (systemd.exec(5)) and how to say them in a sentence.
+_SERVICE_RESULTS = {
+    "timeout": "ran out of time (TimeoutStartSec=)",
+    "core-dump": "crashed (core dump)",
+    "watchdog": "stopped answering the watchdog",
+    "start-limit-hit": "was started too often (start limit hit)",
+    "resources": "could not be started (resources: a missing directory, user or credential)",
+    "oom-kill": "was killed for running out of memory",
+    "exec-condition": "did not meet its ExecCondition=",
+    "protocol": "broke the service protocol",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # success, warning, skipped, failed (history.RESULTS)
+    detail: str | None  # for a failure: what happened, in words
+
+    @property
+    def failed(self) -> bool:
+        return self.result == "failed"
+
+
+def from_service(service_result: str, exit_code: str, exit_status: str) -> Outcome:
+    """SERVICE_RESULT, EXIT_CODE and EXIT_STATUS as ExecStopPost= (or MONITOR_* as an
+    OnFailure= unit) sees them."""
+    if service_result == "success":
+        if exit_code == "exited" and exit_status == str(EXIT_WARNING):
+            return Outcome("warning", "finished with warnings")
+        if exit_code == "exited" and exit_status == str(EXIT_SKIPPED):
+            return Outcome("skipped", "nothing to do")
+        return Outcome("success", None)
+    if service_result in _SERVICE_RESULTS:
+        return Outcome("failed", _SERVICE_RESULTS[service_result])
+    if exit_code == "exited":
+        return Outcome("failed", f"exit code {exit_status or '?'}")
+    if exit_code in ("killed", "dumped"):
+        signal = exit_status or "?"
+        return Outcome("failed", f"killed by signal {signal}"
+                       + (" (core dumped)" if exit_code == "dumped" else ""))
+    return Outcome("failed", service_result or "failed for an unknown reason")
