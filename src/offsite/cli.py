@@ -23,6 +23,7 @@ from offsite import (
     notify,
     render,
     spool,
+    sshkeys,
 )
 from offsite import config as configmod
 from offsite import log as logmod
@@ -78,10 +79,10 @@ def _offsite_bin(args: argparse.Namespace) -> Path:
                 "pass --offsite-bin /path/to/offsite")
 
 
-def _rendered(args: argparse.Namespace) -> tuple[Rendered, Path]:
+def _rendered(args: argparse.Namespace) -> tuple[Rendered, Config]:
     config_path = Path(os.path.abspath(args.config))
     cfg = configmod.load(config_path)
-    return render.render(cfg, _offsite_bin(args), config_path), cfg.source
+    return render.render(cfg, _offsite_bin(args), config_path), cfg
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -98,9 +99,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    rendered, source = _rendered(args)
+    rendered, cfg = _rendered(args)
+    source = cfg.source
     live = args.root == Path("/")
-    outcome = install.install(rendered, args.root, live=live, check=not args.no_verify)
+    # only when its mounts or writable paths changed: a restart stops the jobs inside it
+    restart = live and namespace.needs_restart(cfg)
+    outcome = install.install(rendered, args.root, live=live, check=not args.no_verify,
+                              restart_namespace=restart)
     if not outcome.changes:
         print("No changes: the installed units already match the configuration.")
         return 0
@@ -227,6 +232,21 @@ def cmd_notify(args: argparse.Namespace) -> int:
             print(f"{entry.path.name}  tries={entry.data.get('attempts', 0)}  "
                   f"{entry.subject!r}\n    {error}")
         print(f"{len(spool.entries())} message(s) in {spool.SPOOL_DIR}")
+    return 0
+
+
+def cmd_ssh_key(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    job = _job_arg(cfg, args.job)
+    if job.pull is None:
+        raise Fatal(f"job {job.name} is a {job.kind} job; only pull jobs have SSH keys")
+    keys = sshkeys.authorized_keys(job, args.allowed_from)
+    source = job.pull
+    print(f"# {len(keys)} key(s) of job {job.name} in {sshkeys.key_dir(job)}; add these lines "
+          f"to ~{source.user}/.ssh/authorized_keys on {source.host}. Each key can do one "
+          "thing only, and only from " + args.allowed_from + ".", file=sys.stderr)
+    for line in keys:
+        print(line)
     return 0
 
 
@@ -388,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("unit", nargs="?", help="failure: the failed unit")
     p.add_argument("--now", action="store_true", help="flush: try every message, due or not")
     p.set_defaults(func=cmd_notify)
+
+    p = sub.add_parser(
+        "ssh-key", parents=[common],
+        help="create a pull job's SSH keys; print the authorized_keys lines for the far side",
+        description="Create the key pairs of pull job JOB (once; kept in /var/lib/offsite/ssh) "
+        "and print one authorized_keys line per key for the far side: `restrict`, `from=` "
+        "ADDRESS, and a forced command: a read-only rsync of one listed path (rrsync -ro), "
+        "or the job's before/after command. A stolen key can do that one thing and nothing "
+        "else. Lines go to stdout, the explanation to stderr.",
+    )
+    p.add_argument("job", help="a pull job's name")
+    p.add_argument("--from", dest="allowed_from", required=True, metavar="ADDRESS",
+                   help="the address (or pattern, e.g. 192.0.2.0/24) the far side sees this "
+                   "machine connect from")
+    p.set_defaults(func=cmd_ssh_key)
 
     p = sub.add_parser(
         "hook", parents=[common], help="record a job's run and ping its health URL (internal)",

@@ -62,6 +62,8 @@ _NAMED_COLORS = {
 }
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
+_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9/._+@ -]*$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
@@ -434,12 +436,24 @@ def _read_pull(m: _Map) -> PullSource | None:
     for p in paths:
         if not p.startswith("/"):
             m.fail("paths", f"remote path {p!r} must be absolute")
+        elif not _REMOTE_PATH.match(p) or "/../" in p + "/":
+            m.fail("paths", f"remote path {p!r} has characters offsite will not put into an "
+                   "authorized_keys line", "letters, digits, / . _ - + @ and spaces")
     before = m.text("before")
     after = m.text("after")
+    for key, command in (("before", before), ("after", after)):
+        if command is not None and '"' in command:
+            m.fail(key, "a double quote cannot go into an authorized_keys command=\"...\"",
+                   "put the command into a script on the far side and name the script")
+    host_key = m.text("host_key")
+    if host_key is not None and not _HOST_KEY.match(host_key):
+        m.fail("host_key", f"{host_key!r} is not an SSH public key (type and base64)",
+               "take it from the far side: cat /etc/ssh/ssh_host_ed25519_key.pub")
+        host_key = None
     m.done()
     if host is None or not paths:
         return None
-    return PullSource(host, paths, user, port, before, after)
+    return PullSource(host, paths, user, port, before, after, host_key)
 
 
 def _read_job(
@@ -490,6 +504,10 @@ def _read_job(
     stale_after = m.span("stale_after", 0.0) if m.has("stale_after") else None
     if stale_after is not None and stale_after <= 0:
         m.fail("stale_after", "must be longer than 0", "e.g. 2d for a nightly job")
+    reads = tuple(Path(p) for p in m.text_list("reads"))
+    for p in reads:
+        if not p.is_absolute():
+            m.fail("reads", f"{str(p)!r} must be an absolute path (as seen in the namespace)")
     source_map = m.mapping("source")
     pull = _read_pull(source_map) if source_map is not None else None
     destination = m.abspath("destination")
@@ -525,6 +543,7 @@ def _read_job(
         description=description, pull=pull, destination=destination, verify_data=verify_data,
         sample=sample if kind is JobKind.RESTORE_TEST else 0, healthcheck=healthcheck,
         on_warning=on_warning, mail_on_success=mail_on_success, stale_after=stale_after,
+        reads=reads,
     )
 
 

@@ -168,8 +168,9 @@ class Outcome:
 
 
 def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
-            check: bool = True) -> Outcome:
-    """Install the rendered units under root. live: stop/reload/start through systemd."""
+            check: bool = True, restart_namespace: bool = True) -> Outcome:
+    """Install the rendered units under root. live: stop/reload/start through systemd;
+    restart_namespace: restart the backup namespace if it runs (its paths changed)."""
     unit_dir = root / UNIT_DIR
     changes = plan(root, rendered)
     wanted = desired(rendered)
@@ -208,7 +209,8 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
             reloads = 1
             systemd.start(rendered.timers)
             # The namespace binds what the configuration names writable when it starts.
-            systemd.try_restart([NAMESPACE_UNIT])
+            if restart_namespace:
+                systemd.try_restart([NAMESPACE_UNIT])
         return Outcome(tuple(changes), reloads)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

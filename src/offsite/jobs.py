@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import locks, mirror, namespace, render, state
+from offsite import borgjson, locks, mirror, namespace, pull, render, restoretest, state
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.log import fields
 from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning
-from offsite.run import CommandError, run
+from offsite.run import CommandError, lines, run
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def resources(cfg: Config, job: Job) -> list[str]:
     touched = [str(cfg.repository(name).path) for name in job.repositories]
     if job.destination is not None:
         touched.append(str(job.destination))
+    touched += [str(p) for p in job.reads]
     if isinstance(job.trigger, DriveTrigger):
         touched += [str(cfg.drive(name).mount) for name in job.trigger.drives]
     return touched
@@ -43,18 +44,39 @@ def borg_check_argv(repository: Path, verify_data: bool) -> list[str]:
 
 def borgmatic_argv(config: Path | None) -> list[str]:
     # check is its own job (with several configurations borgmatic would check each one)
-    return ["borgmatic", *(["--config", str(config)] if config else []), "create", "prune"]
+    return ["borgmatic", *(["--config", str(config)] if config else []), "--verbosity", "1",
+            "create", "prune"]
 
 
-def _run_borg(job: Job, argv: list[str]) -> bool:
-    """Run a borg-style command; True if it ended with a warning."""
+def _run_borg(job: Job, argv: list[str], warning_ok: bool = True) -> bool:
+    """Run borg with --log-json --progress, its messages and progress going to the journal
+    as they come; True if it ended with a warning (exit 1). warning_ok=False: exit 1 is a
+    failure (`borg check` exits 1 when it found errors)."""
+    reader = borgjson.Reader()
+
+    def on_line(line: str) -> None:
+        said = reader.feed(line, time.monotonic())
+        if said is not None:
+            level, message, extra = said
+            log.log(level, "%s", message, extra=fields(job=job.name, **extra))
+
     try:
-        result = run(argv, ok_codes=(0, BORG_WARNING), timeout=job.timeout)
+        result = lines([argv[0], "--log-json", "--progress", *argv[1:]], on_line,
+                       ok_codes=(0, BORG_WARNING) if warning_ok else (0,), timeout=job.timeout)
+    except CommandError as exc:
+        why = "; ".join(reader.errors[-3:]) or str(exc)
+        raise Fatal(f"{' '.join(argv[:2])} failed (exit code {exc.returncode}): {why}") from exc
+    return result.returncode == BORG_WARNING
+
+
+def _run_borgmatic(job: Job, argv: list[str]) -> None:
+    """borgmatic judges borg's warnings itself (1.7 logs them and exits 0): any exit code
+    but 0 is a failure."""
+    try:
+        lines(argv, lambda line: log.info("%s", line, extra=fields(job=job.name)),
+              timeout=job.timeout)
     except CommandError as exc:
         raise Fatal(str(exc)) from exc
-    for line in result.stderr.splitlines()[-20:]:
-        log.info("%s", line, extra=fields(job=job.name))
-    return result.returncode == BORG_WARNING
 
 
 @dataclass(frozen=True)
@@ -79,17 +101,29 @@ def _borg_check(ctx: Context) -> Done:
     for name in job.repositories:
         repo = cfg.repository(name)
         log.info("checking repository %s (%s)", name, repo.path, extra=fields(job=job.name))
-        warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data))
+        # borg check's exit 1 means it found errors: never a mere warning
+        warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data), warning_ok=False)
     return Done(warned)
 
 
 def _borgmatic(ctx: Context) -> Done:
     cfg, job = ctx.cfg, ctx.job
-    warned = False
-    for name in job.repositories:
-        repo = cfg.repository(name)
-        warned |= _run_borg(job, borgmatic_argv(repo.borgmatic_config))
-    return Done(warned)
+    configs = {cfg.repository(name).borgmatic_config for name in job.repositories}
+    for config in sorted(configs, key=str) if None not in configs else [None]:
+        log.info("borgmatic create and prune%s", f" with {config}" if config else "",
+                 extra=fields(job=job.name))
+        _run_borgmatic(job, borgmatic_argv(config))
+    return Done()
+
+
+def _pull(ctx: Context) -> Done:
+    return Done(warned=pull.pull(ctx.job))
+
+
+def _restore_test(ctx: Context) -> Done:
+    for name in ctx.job.repositories:
+        restoretest.test_repository(ctx.cfg.repository(name).path, ctx.job.sample, ctx.job.name)
+    return Done()
 
 
 def _plugged_drive(ctx: Context) -> Drive | None:
@@ -165,19 +199,12 @@ class Skip(Exception):
     """Nothing to do, and that is not a failure (a drive that is not plugged in)."""
 
 
-def _later(owner: str) -> Callable[[Context], Done]:
-    def work(ctx: Context) -> Done:
-        raise Fatal(f"{ctx.job.kind} jobs are not implemented yet (belongs to {owner})")
-
-    return work
-
-
 WORK: dict[JobKind, Callable[[Context], Done]] = {
     JobKind.BORG_CHECK: _borg_check,
     JobKind.BORGMATIC: _borgmatic,
     JobKind.MIRROR: _mirror,
-    JobKind.PULL: _later("scheduled jobs, #7"),
-    JobKind.RESTORE_TEST: _later("scheduled jobs, #7"),
+    JobKind.PULL: _pull,
+    JobKind.RESTORE_TEST: _restore_test,
 }
 
 

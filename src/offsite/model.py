@@ -69,6 +69,7 @@ class PullSource:
     port: int = 22
     before: str | None = None  # command run on the far side before the copy
     after: str | None = None  # run on the far side after the copy, even when it failed
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; else trusted on first use
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Job:
     on_warning: OnWarning = OnWarning.WARN  # borg's exit 1, rsync's 24 (vanished files)
     mail_on_success: bool = False  # a mail after every successful run, not only recovery
     stale_after: float | None = None  # seconds; no success for longer raises an alert
+    reads: tuple[Path, ...] = ()  # paths others write (a pull's holding directory): locked too
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,25 @@ def writable_paths(cfg: Config) -> list[Path]:
     paths += [STATE_DIR, RUN_DIR, *BORG_DIRS]  # (a drive's mount point needs no bind:
     # the drive mounted on it is writable by itself)
     unique: list[Path] = []
-    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+    for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):
         if not any(path.is_relative_to(u) for u in unique):
             unique.append(path)
     return unique
+
+
+def spec(cfg: Config) -> list[list[str]]:
+    """What a namespace started from cfg is made of: its mounts and writable paths. A
+    running namespace whose recorded spec differs must be started afresh to match."""
+    mounts = [["mount", m.what, str(m.where), m.type or "", ",".join(m.options)]
+              for m in cfg.namespace.mounts]
+    return mounts + [["writable", str(p)] for p in writable_paths(cfg)]
+
+
+def needs_restart(cfg: Config) -> bool:
+    """True if the namespace runs but was made from a different configuration. (Restarting
+    it stops the jobs running in it, so an unrelated change must not.)"""
+    record = state.read(cfg.namespace.path)
+    return bool(record) and record.get("spec") != spec(cfg)
 
 
 def seal(cfg: Config) -> None:
@@ -124,7 +139,7 @@ def hold(cfg: Config) -> int:
     seal(cfg)
     record = cfg.namespace.path
     state.write(record, {"pid": os.getpid(), "inode": _ns_inode(),
-                         "borg_host_id": borg_host_id()})
+                         "borg_host_id": borg_host_id(), "spec": spec(cfg)})
     sdnotify.notify("READY=1", f"STATUS=backup namespace held by pid {os.getpid()}")
     log.info("the backup namespace is ready (pid %d)", os.getpid())
     signal.sigwait({signal.SIGTERM, signal.SIGINT})

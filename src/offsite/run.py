@@ -7,12 +7,15 @@ masked wherever a command line or its output reaches a log or an error message.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +167,56 @@ def stream(argv: Sequence[Arg], env: Mapping[str, str] | None = None) -> Iterato
     finally:
         proc.kill()
         proc.wait()
+
+
+def lines(
+    argv: Sequence[Arg],
+    on_line: Callable[[str], None],
+    *,
+    ok_codes: Iterable[int] = (0,),
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    secrets: Iterable[str] = (),
+) -> Result:
+    """Run argv, handing each line of its output (stdout and stderr together) to on_line
+    as it comes, for a long run that reports progress. The result has no stdout; its
+    stderr is the last lines, for the error message."""
+    args = tuple(str(a) for a in argv)
+    mask = Masker(tuple(secrets))
+    shown = describe(args, secrets)
+    log.debug("running %s", shown)
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace",
+                                env=child_env(env))
+    except FileNotFoundError as exc:
+        raise CommandError(f"cannot run {shown}: {args[0]} is not installed or not on PATH") from exc
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    timer = threading.Timer(timeout, proc.kill) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
+        for raw in proc.stdout:
+            line = mask(raw.rstrip("\n"))
+            tail.append(line)
+            on_line(line)
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if timer and not timer.is_alive() and proc.returncode == -signal.SIGKILL:
+        raise CommandError(f"{shown} did not finish within {timeout:g} s and was killed")
+    result = Result(args, proc.returncode, "", "\n".join(tail))
+    if proc.returncode not in set(ok_codes):
+        message = f"{shown} failed with exit code {proc.returncode}"
+        if result.stderr:
+            message += ":\n" + _tail(result.stderr)
+        raise CommandError(message, proc.returncode, result.stderr)
+    return result
 
 
 def spawn(

@@ -15,4 +15,6 @@ def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[s
     assert "job offsite-copy succeeded" in out and "result: done" in out
     assert "safe to remove" in out and "outside: findmnt /backup -> nothing" in out
     assert "Triggering OnFailure= dependencies" in out
+    assert "will-fail FAILED (exit code 1)" in out and "Journal of this run" in out
+    assert "1 message(s) in /var/lib/offsite/spool" in out
     assert host_snapshot() == before

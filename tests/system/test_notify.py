@@ -15,6 +15,7 @@ import pytest
 from offsite import render
 from offsite.sandbox import Sandbox, booted
 
+from .records import history
 from .servers import PASSWORD, REFUSED, USER, PingServer, SmtpServer, certificate, wait_for
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -49,14 +50,6 @@ def install(box: Sandbox, cfg: dict[str, Any]) -> None:
 def run_job(box: Sandbox, unit: str = UNIT) -> bool:
     """Start the job's unit and wait for it; True if it succeeded."""
     return box.systemctl("start", "--", unit, check=False).returncode == 0
-
-
-def history(box: Sandbox) -> list[tuple[str, str]]:
-    out = box.run([str(Path(sys.prefix) / "bin" / "python"), "-c",
-                   "import sqlite3; db = sqlite3.connect('/var/lib/offsite/history.db'); "
-                   "print('\\n'.join(f'{r[0]} {r[1]}' for r in db.execute("
-                   "'SELECT job, result FROM runs ORDER BY id')))"]).stdout
-    return [tuple(line.split()) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
 
 
 def spooled(box: Sandbox) -> list[Path]:

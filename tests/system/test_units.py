@@ -101,9 +101,11 @@ def test_failing_job_is_failed_and_runs_notify_with_its_name(sandbox: Sandbox) -
     notify = f"offsite-notify@{unit}.service"
     # The OnFailure= unit ran with the failed unit's name as its instance.
     sandbox.wait_until("the notify unit to run", lambda: bool(sandbox.start_results(notify)))
-    # What it printed is from `offsite notify failure <unit>` (the mail is issue #6's).
+    # It ran `offsite notify failure <unit>` (no mail configured here: it says so).
     sandbox.wait_until("the notify unit's output", lambda: any(
-        "offsite notify" in e["MESSAGE"] for e in sandbox.entries(f"_SYSTEMD_UNIT={notify}")))
+        "job broken failed (exit code 1); reporting it" in e["MESSAGE"]
+        for e in sandbox.entries(f"_SYSTEMD_UNIT={notify}")))
+    assert set(sandbox.start_results(notify)) == {"done"}
     job_log = "\n".join(e["MESSAGE"] for e in sandbox.entries("JOB=broken"))
     assert "/srv/borg/missing" in job_log
 
@@ -293,3 +295,29 @@ def test_luks_drive_units_load_in_systemd(sandbox: Sandbox) -> None:
     device = escape.uuid_device_unit(UUID)
     assert device in names(job, "BindsTo") and device in names(unlock, "BindsTo")
     assert job in names(device, "Wants")
+
+
+def test_install_restarts_the_namespace_only_when_its_paths_change(sandbox: Sandbox) -> None:
+    make_repo(sandbox)
+    base = textwrap.dedent(f"""\
+        repositories:
+          main: {{path: {REPO}}}
+        jobs:
+          check: {{kind: borg-check, repositories: [main], schedule: daily}}
+        """)
+    write_config(sandbox, base)
+    offsite(sandbox, "install")
+    sandbox.systemctl("start", "offsite-namespace.service")
+    pid = sandbox.show("offsite-namespace.service", "MainPID")
+
+    # a new schedule: the namespace (and any job running in it) is left alone
+    write_config(sandbox, base.replace("schedule: daily", "schedule: weekly"))
+    offsite(sandbox, "install")
+    assert sandbox.show("offsite-namespace.service", "MainPID") == pid
+
+    # a new repository: started afresh, so that its path is writable inside
+    make_repo(sandbox, "/srv/borg/other")
+    write_config(sandbox, base.replace("repositories:\n",
+                                       "repositories:\n  other: {path: /srv/borg/other}\n", 1))
+    offsite(sandbox, "install")
+    assert sandbox.show("offsite-namespace.service", "MainPID") not in (pid, "0")

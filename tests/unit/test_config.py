@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offsite import config
-from offsite.model import DriveTrigger, DriveType, JobKind, Schedule
+from offsite.model import DriveTrigger, DriveType, JobKind, OnWarning, Schedule
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "offsite.yaml"
@@ -328,3 +328,88 @@ def test_control_characters_in_values(tmp_path: Path, old: str, new: str, path: 
     assert old in GOOD
     p = one(tmp_path, GOOD.replace(old, new, 1))
     assert p.path == path and "control characters" in p.message
+
+
+NOTIFY = GOOD + """\
+notify:
+  email:
+    to: [admin@example.org]
+    from: offsite@nas.example.org
+    retry_every: 1min
+    smtp:
+      host: 127.0.0.1
+      security: tls
+      username: offsite
+      ca_file: /etc/offsite/ca.pem
+"""
+
+
+def test_notification_settings(tmp_path: Path) -> None:
+    text = NOTIFY.replace("    schedule: daily\n", "    schedule: daily\n    on_warning: fail\n"
+                          "    mail_on_success: true\n    stale_after: 2d\n")
+    cfg = config.load(write(tmp_path, text))
+    nightly = cfg.job("nightly")
+    assert (nightly.on_warning, nightly.mail_on_success, nightly.stale_after) == \
+        (OnWarning.FAIL, True, 2 * 86400)
+    assert cfg.job("copy").stale_after is None and cfg.job("copy").on_warning is OnWarning.WARN
+    email = cfg.notify.email
+    assert email is not None and email.smtp is not None
+    assert email.retry_every == 60 and email.smtp.port == 465
+    # a username without password_file: the password comes as a systemd credential
+    assert email.smtp.password_file is None and email.smtp.ca_file == Path("/etc/offsite/ca.pem")
+
+
+@pytest.mark.parametrize(("old", "new", "path", "fragment"), [
+    ("security: tls", "security: none", "notify.email.smtp.username",
+     "would send the password in the clear"),
+    ("      ca_file: /etc/offsite/ca.pem", "      ca_file: /etc/offsite/ca.pem\n      verify: false",
+     "notify.email.smtp.ca_file", "verify is off"),
+    ("retry_every: 1min", "retry_every: 0", "notify.email.retry_every", "at least 1s"),
+    ("      username: offsite\n", "      password_file: /etc/offsite/pw\n",
+     "notify.email.smtp.password_file", "needs a username"),
+])
+def test_bad_notification_settings(tmp_path: Path, old: str, new: str, path: str,
+                                   fragment: str) -> None:
+    problem = one(tmp_path, NOTIFY.replace(old, new))
+    assert problem.path == path and fragment in problem.message, str(problem)
+
+
+def test_bad_job_notification_keys(tmp_path: Path) -> None:
+    text = GOOD.replace("    schedule: daily\n", "    schedule: daily\n    on_warning: ignore\n"
+                        "    stale_after: -1d\n")
+    found = {p.path for p in problems(tmp_path, text)}
+    assert found == {"jobs.nightly.on_warning", "jobs.nightly.stale_after"}
+
+
+PULL = GOOD + """\
+  vps:
+    kind: pull
+    source:
+      host: vps.example.org
+      paths: [/srv/app]
+      host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE
+    destination: /backup/holding/vps
+    schedule: daily
+"""
+
+
+def test_pull_settings(tmp_path: Path) -> None:
+    reads = "    schedule: daily\n    reads: [/backup/holding/vps]\n  vps:"
+    cfg = config.load(write(tmp_path, PULL.replace("    schedule: daily\n  vps:", reads)))
+    vps = cfg.job("vps")
+    assert vps.pull is not None and vps.pull.host_key == \
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE"
+    assert cfg.job("nightly").reads == (Path("/backup/holding/vps"),)
+
+
+@pytest.mark.parametrize(("old", "new", "path", "fragment"), [
+    ("paths: [/srv/app]", "paths: ['/srv/\"x']", "jobs.vps.source.paths", "authorized_keys"),
+    ("paths: [/srv/app]", "paths: [/srv/../etc]", "jobs.vps.source.paths", "authorized_keys"),
+    ("host_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE", "host_key: not a key",
+     "jobs.vps.source.host_key", "not an SSH public key"),
+    ("      host_key:", "      before: 'echo \"hi\"'\n      host_key:", "jobs.vps.source.before",
+     "double quote"),
+])
+def test_bad_pull_settings(tmp_path: Path, old: str, new: str, path: str, fragment: str) -> None:
+    problem = one(tmp_path, PULL.replace(old, new))
+    assert problem.path == path and fragment in problem.message, str(problem)

@@ -1,0 +1,58 @@
+"""borg's --log-json output, read line by line: progress becomes a few journal lines (not
+thousands), log messages keep their level, and the errors are kept for the failure
+message. Pure: no borg is run here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+STEP = 10.0  # percent between progress lines in the journal
+EVERY = 60.0  # seconds: a progress line at least this often, however slow
+
+
+@dataclass
+class Reader:
+    """Feed it borg's lines; it says what to log. errors: borg's ERROR/CRITICAL messages."""
+
+    errors: list[str] = field(default_factory=list)
+    _last_step: dict[str, float] = field(default_factory=dict)
+    _last_time: float = 0.0
+
+    def feed(self, line: str, now: float) -> tuple[int, str, dict[str, str]] | None:
+        """(level, message, extra journal fields) to log for this line, or None."""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return (logging.INFO, line, {}) if line.strip() else None
+        if not isinstance(data, dict):
+            return logging.INFO, line, {}
+        kind = data.get("type")
+        if kind == "progress_percent":
+            return self._progress(data, now)
+        if kind == "log_message":
+            level = logging.getLevelName(str(data.get("levelname", "INFO")))
+            level = level if isinstance(level, int) else logging.INFO
+            message = str(data.get("message", "")).rstrip()
+            if level >= logging.ERROR:
+                self.errors.append(message)
+            return level, message, {}
+        return None  # other progress kinds (file names, bytes): too many for a journal
+
+    def _progress(self, data: dict[str, object], now: float) -> tuple[int, str, dict[str, str]] | None:
+        operation = str(data.get("msgid") or data.get("operation") or "")
+        current, total = data.get("current"), data.get("total")
+        if data.get("finished") or not isinstance(current, int | float) or not isinstance(
+                total, int | float) or total <= 0:
+            self._last_step.pop(operation, None)
+            return None
+        percent = 100.0 * current / total
+        step = percent // STEP * STEP
+        if step <= self._last_step.get(operation, -1.0) and now - self._last_time < EVERY:
+            return None
+        self._last_step[operation] = step
+        self._last_time = now
+        message = str(data.get("message") or f"{percent:.1f}%")
+        return logging.INFO, message, {"PROGRESS_PERCENT": f"{percent:.1f}",
+                                       "PROGRESS_OPERATION": operation}
