@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +39,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
 PLANNED: dict[str, tuple[str, str]] = {
-    "agent": ("the long-running agent: udev, D-Bus, LED, history", "the agent, #5"),
-    "status": ("jobs, last results, next runs, drives, LED", "the agent, #5"),
-    "schedule": ("a 24-hour timeline of the jobs", "the agent, #5"),
-    "led": ("show, test or clear the LED", "the agent, #5"),
+    "drive": ("enroll a LUKS drive: add a keyfile slot, back up its header", "the vm tier, #8"),
 }
 
 
@@ -250,6 +248,54 @@ def cmd_ssh_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from offsite import agent
+
+    return agent.main(configmod.load(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from offsite import status
+
+    cfg = configmod.load(args.config)
+    now = time.time()
+    found = status.collect(cfg, now)
+    sys.stdout.write(status.as_json(found) + "\n" if args.json else status.render_text(found, now))
+    return EXIT_FAILURE if any(j.result == "failed" for j in found.jobs) else 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from offsite import schedule
+
+    cfg = configmod.load(args.config)
+    now = time.time()
+    entries = schedule.collect(cfg, now)
+    sys.stdout.write(schedule.as_json(entries) + "\n" if args.json
+                     else schedule.render_text(entries, now))
+    return 0
+
+
+def cmd_led(args: argparse.Namespace) -> int:
+    from offsite import agent, led, ledstate, state, systemd
+
+    cfg = configmod.load(args.config)
+    if args.action == "clear":
+        state.write(agent.LED_CLEARED, {"cleared": time.time()})
+        told = systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)
+        print("Failures so far no longer light the LED red" +
+              ("; the agent shows the new state." if told else
+               " (the agent is not running; it shows the state when it starts)."))
+        return 0
+    stick = led.Stick(cfg.notify.led)
+    for name in (*ledstate.STATES[:-1], "off"):
+        ok = stick.show(name)
+        print(f"{name:<14} {cfg.notify.led.color(name) if name != 'off' else '':<8} "
+              f"{'shown' if ok else 'NOT shown (see the warning above)'}")
+        time.sleep(1.0)
+    systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)  # back to what it should show
+    return 0 if stick.shown is not None else EXIT_FAILURE
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from offsite import demo
 
@@ -434,6 +480,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drive", help="the drive that started the job")
     p.add_argument("job")
     p.set_defaults(func=cmd_hook)
+
+    p = sub.add_parser(
+        "agent", parents=[common], help="watch drives and jobs, drive the LED (the service)",
+        description="What offsite-agent.service runs: watch udev for drives, systemd (D-Bus) "
+        "for offsite's units, light the LED, write the metrics. Type=notify with a watchdog.",
+    )
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="each job's last result and next run, drives, the LED",
+        description="Each job with its last result, when, how long it took and when it runs "
+        "next; each drive with its last copy; the LED. Failures first. Exits 1 if a job's "
+        "last run failed.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "schedule", parents=[common], help="when each job runs on a 24-hour clock, overlaps flagged",
+        description="A 24-hour timeline of the scheduled jobs (from systemd's own reading of "
+        "their calendars) with how long each usually takes (from the history); runs that "
+        "overlap within the next 7 days are flagged.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser(
+        "led", parents=[common], help="clear a red LED, or test the LED's colours",
+        description="clear: failures so far no longer light the LED red (a new failure "
+        "does). test: show each state's colour for a second, then give the LED back to the "
+        "agent.",
+    )
+    p.add_argument("action", choices=["clear", "test"])
+    p.set_defaults(func=cmd_led)
 
     p = sub.add_parser(
         "demo", parents=[common], help="show offsite at work in a throw-away sandbox systemd",

@@ -30,14 +30,15 @@ CREATE TABLE IF NOT EXISTS runs (
     drive TEXT,
     started REAL NOT NULL,            -- seconds since the epoch
     finished REAL,                    -- NULL while it runs (or if the machine died)
-    result TEXT,                      -- success, warning, skipped, failed; NULL while running
+    result TEXT,                      -- success, warning, skipped, interrupted, failed;
+                                      -- NULL while running
     detail TEXT,                      -- why it failed: "exit code 2", "timeout", "signal KILL"
     bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs (job, started);
 """
 
-RESULTS = ("success", "warning", "skipped", "failed")
+RESULTS = ("success", "warning", "skipped", "interrupted", "failed")
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ class Streak:
 
 
 def streak(job: str, path: Path = PATH, before: str | None = None) -> Streak:
-    """Consecutive failures of job up to its latest finished run; skips do not count
-    either way. With `before`, that run and every newer one are left out (whether the run
+    """Consecutive failures of job up to its latest finished run; skips and interrupted
+    runs do not count either way. With `before`, that run and every newer one are left out (whether the run
     that just ended is a recovery depends on the runs before it)."""
     failures: list[Run] = []
     seen_before = before is None

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from offsite import history, notify, render, state
+from offsite import history, metrics, notify, render, state
 from offsite.log import fields
 from offsite.model import Config, Job
 from offsite.outcome import from_service
@@ -50,6 +50,7 @@ def finish(cfg: Config, job: Job, drive: str | None) -> history.Run | None:
                                 time.time(), outcome.result, detail,
                                 nbytes if isinstance(nbytes, int) else None)
     state.run_summary_file(invocation).unlink(missing_ok=True)
+    metrics.write(cfg)  # right even while the agent is down
     log.info("run of %s recorded: %s%s", job.name, outcome.result,
              f" ({outcome.detail})" if outcome.detail else "", extra=fields(job=job.name, drive=drive))
     if recorded.succeeded:

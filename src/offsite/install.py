@@ -24,7 +24,7 @@ from pathlib import Path
 
 from offsite import durable, systemd
 from offsite.errors import Fatal
-from offsite.render import NAMESPACE_UNIT, Rendered
+from offsite.render import AGENT_UNIT, NAMESPACE_UNIT, Rendered
 from offsite.run import CommandError, run
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,8 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
             systemd.reload()
             reloads = 1
             systemd.start(rendered.timers)
+            # a running agent reads the configuration when it starts
+            systemd.try_restart([AGENT_UNIT])
             # The namespace binds what the configuration names writable when it starts.
             if restart_namespace:
                 systemd.try_restart([NAMESPACE_UNIT])

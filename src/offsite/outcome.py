@@ -22,7 +22,7 @@ _SERVICE_RESULTS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # success, warning, skipped, failed (history.RESULTS)
+    result: str  # success, warning, skipped, interrupted, failed (history.RESULTS)
     detail: str | None  # for a failure: what happened, in words
 
     @property
@@ -34,6 +34,10 @@ def from_service(service_result: str, exit_code: str, exit_status: str) -> Outco
     """SERVICE_RESULT, EXIT_CODE and EXIT_STATUS as ExecStopPost= (or MONITOR_* as an
     OnFailure= unit) sees them."""
     if service_result == "success":
+        if exit_code in ("killed", "dumped"):
+            # systemd counts a main process ended by its own stop (SIGTERM) as clean: the
+            # job was stopped (its drive pulled out, or by hand) before it finished
+            return Outcome("interrupted", f"stopped before it finished (signal {exit_status})")
         if exit_code == "exited" and exit_status == str(EXIT_WARNING):
             return Outcome("warning", "finished with warnings")
         if exit_code == "exited" and exit_status == str(EXIT_SKIPPED):

@@ -16,7 +16,8 @@ from offsite.mailer import DeliveryError
 from offsite.model import Config, Job
 
 # What each event appends to the job's URL (the healthchecks.io convention).
-SUFFIX = {"start": "/start", "success": "", "warning": "", "failed": "/fail", "skipped": "/log"}
+SUFFIX = {"start": "/start", "success": "", "warning": "", "failed": "/fail", "skipped": "/log",
+          "interrupted": "/log"}
 MAX_AGE = 3600.0  # seconds after which an unsent ping is dropped
 
 

@@ -38,7 +38,7 @@ class RenderError(ValueError):
 class Rendered:
     files: dict[str, str] = field(default_factory=dict)  # unit file name -> text
     links: dict[str, str] = field(default_factory=dict)  # "x.target.wants/u" -> "u"
-    timers: tuple[str, ...] = ()  # timers to start after installing
+    timers: tuple[str, ...] = ()  # timers (and the agent) to start after installing
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -520,6 +520,8 @@ def _agent(offsite: Path, config_path: Path) -> str:
         ("CapabilityBoundingSet", "", "the agent only watches; it needs no capability"),
         ("ProtectSystem", "strict", "writes only its state (history, metrics)"),
         ("StateDirectory", "offsite", "history and LED state in /var/lib/offsite"),
+        ("RuntimeDirectory", "offsite", "what the LED shows now, in /run/offsite"),
+        ("RuntimeDirectoryPreserve", "yes", "shared by all offsite units; kept between jobs"),
         ("ReadWritePaths", "-/var/lib/prometheus/node-exporter", "the metrics textfile"),
         ("ProtectHome", "read-only",
          "offsite's Python may live under /root (a virtualenv); nothing is written there"),
@@ -585,4 +587,6 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
             links[f"timers.target.wants/{name}"] = name
             timers.append(name)
     files[AGENT_UNIT] = _agent(offsite, config_path)
+    links[f"multi-user.target.wants/{AGENT_UNIT}"] = AGENT_UNIT
+    timers.append(AGENT_UNIT)  # started by install, like the timers
     return Rendered({n: header + t for n, t in files.items()}, links, tuple(timers))

@@ -17,3 +17,12 @@ def notify(*lines: str) -> bool:
         sock.connect(address)
         sock.sendall("\n".join(lines).encode())
     return True
+
+
+def watchdog_interval() -> float | None:
+    """How often to send WATCHDOG=1 (half of WatchdogSec=), or None without a watchdog."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6

@@ -71,3 +71,14 @@ def stop(units: Iterable[str]) -> None:
 def try_restart(units: Iterable[str]) -> None:
     """Restart units that are running; leave stopped ones stopped."""
     _each("TryRestartUnit", "restart", units)
+
+
+def signal_main(unit: str, signum: int) -> bool:
+    """Send a signal to unit's main process; False if it is not running."""
+    with _manager() as manager:
+        try:
+            manager.KillUnit(unit.encode(), b"main", signum)
+        except Exception as exc:  # a unit that is not loaded or not running
+            log.debug("no signal to %s: %s", unit, exc)
+            return False
+    return True

@@ -24,6 +24,7 @@ JOB = Job("nightly", JobKind.BORGMATIC, 3600.0, description="Nightly backup")
     ("success", "exited", "11", Outcome("skipped", "nothing to do")),
     ("exit-code", "exited", "2", Outcome("failed", "exit code 2")),
     ("signal", "killed", "KILL", Outcome("failed", "killed by signal KILL")),
+    ("success", "killed", "TERM", Outcome("interrupted", "stopped before it finished (signal TERM)")),
     ("core-dump", "dumped", "SEGV", Outcome("failed", "crashed (core dump)")),
     ("timeout", "killed", "TERM", Outcome("failed", "ran out of time (TimeoutStartSec=)")),
 ])

@@ -1,0 +1,187 @@
+"""The agent in the sandbox systemd, with the real `blinkstick` library driving an emulated
+BlinkStick: the LED follows plugs, jobs and failures; a killed agent comes back right;
+a storm of plugs loses no run; a lost LED is only a warning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offsite import locks, render
+from offsite.sandbox import Sandbox
+from tests.blinkstick_emulator import colors
+
+from .records import history
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFSITE = str(Path(__import__("sys").prefix) / "bin" / "offsite")
+CONFIG = "/etc/offsite/offsite.yaml"
+EMU = "/run/offsite-test-blinkstick"
+DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
+REPO = "/srv/borg/main"
+BLUE, YELLOW, GREEN, RED, OFF = [0, 0, 128], [128, 128, 0], [0, 128, 0], [128, 0, 0], [0, 0, 0]
+COPY = render.job_unit("copy", "d1")
+
+
+def config() -> dict[str, Any]:
+    return {
+        "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO}, "missing": {"path": "/srv/borg/missing"}},
+        "jobs": {
+            "copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"},
+            "check": {"kind": "borg-check", "repositories": ["main"]},
+            "broken": {"kind": "borg-check", "repositories": ["missing"]},
+        },
+        "notify": {"led": {"brightness": 50}},
+    }
+
+
+def led(box: Sandbox) -> list[list[int]]:
+    return [c["rgb"] for c in colors(box.host_path(EMU))]
+
+
+def last_led(box: Sandbox) -> list[int] | None:
+    seen = led(box)
+    return seen[-1] if seen else None
+
+
+def wait_led(box: Sandbox, rgb: list[int], timeout: float = 30.0) -> None:
+    box.wait_until(f"the LED to show {rgb} (seen: {led(box)[-5:]})",
+                   lambda: last_led(box) == rgb, timeout)
+
+
+def offsite(box: Sandbox, *args: str, check: bool = True) -> Any:
+    return box.run([OFFSITE, "--config", CONFIG, *args], check=check)
+
+
+def hold(box: Sandbox, lock: str, seconds: int) -> None:
+    """Hold a job lock for a while (from a unit of the sandbox's systemd)."""
+    box.run(["mkdir", "-p", str(Path(lock).parent)])
+    box.run(["systemd-run", "--unit=holder", "--", "flock", lock, "sleep", str(seconds)])
+    box.wait_for_state("holder.service", ["active"])
+
+
+@pytest.fixture
+def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """offsite installed with its agent running against the emulated BlinkStick."""
+    sandbox.run(["mkdir", "-p", EMU])
+    sandbox.write(f"{EMU}/present", "")
+    sandbox.write(f"/etc/systemd/system/{render.AGENT_UNIT}.d/emulated-led.conf", "\n".join([
+        "[Service]",
+        f"Environment=OFFSITE_USB_BACKEND={ROOT}/tests/blinkstick_emulator.py",
+        f"Environment=OFFSITE_TEST_BLINKSTICK={EMU}",
+        f"ReadWritePaths={EMU}", ""]))
+    sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    sandbox.write(CONFIG, json.dumps(config(), indent=1))
+    offsite(sandbox, "install")
+    sandbox.wait_for_state(render.AGENT_UNIT, ["active"])
+    wait_led(sandbox, OFF)
+    yield sandbox
+
+
+def test_the_led_follows_a_plug_a_failure_and_the_recovery(agent: Sandbox) -> None:
+    box = agent
+    image = box.make_drive("d1", DRIVE, size_mb=64)
+    plugged = time.time()
+    device = box.plug(image)
+    box.wait_until("the copy to finish", lambda: ("copy", "success") in history(box), 60)
+    wait_led(box, GREEN)
+    seen = colors(box.host_path(EMU))
+    working = next(c for c in seen if c["t"] >= plugged and c["rgb"] != OFF)
+    assert working["rgb"] == BLUE  # blue first: a drive job, before green
+    assert working["t"] - plugged < 0.5, working["t"] - plugged  # bench/led_latency measures
+    status = offsite(box, "status").stdout
+    assert "green (safe to remove the drive)" in status and "copy" in status
+
+    assert box.systemctl("start", render.job_unit("broken"), check=False).returncode != 0
+    wait_led(box, RED)  # a failure outranks a drive that is safe to remove
+    status = offsite(box, "status", check=False)
+    assert status.returncode == 1 and status.stdout.startswith("1 job(s) FAILED: broken")
+    # the next success of that job clears it
+    box.run(["borg", "init", "--encryption=none", "--", "/srv/borg/missing"])
+    box.systemctl("restart", "offsite-namespace.service")
+    assert box.systemctl("start", render.job_unit("broken"), check=False).returncode == 0
+    wait_led(box, GREEN)
+    box.unplug(device)
+    wait_led(box, OFF)
+    data = json.loads(offsite(box, "status", "--json").stdout)
+    assert data["led"] == "off" and {j["name"]: j["result"] for j in data["jobs"]}["broken"] == "success"
+
+
+def test_led_clear_turns_a_red_led_off(agent: Sandbox) -> None:
+    assert agent.systemctl("start", render.job_unit("broken"), check=False).returncode != 0
+    wait_led(agent, RED)
+    offsite(agent, "led", "clear")
+    wait_led(agent, OFF)
+
+
+def test_a_killed_agent_comes_back_right_and_the_run_is_recorded(agent: Sandbox) -> None:
+    box = agent
+    # hold the repository's lock, so that the check job waits (and runs) for a while
+    lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
+    hold(box, lock, 6)
+    box.systemctl("start", "--no-block", render.job_unit("check"))
+    wait_led(box, YELLOW)
+    pid = int(box.show(render.AGENT_UNIT, "MainPID"))
+    box.run(["kill", "-9", str(pid)])
+    box.wait_until("systemd to restart the agent", lambda: box.show(
+        render.AGENT_UNIT, "MainPID") not in ("0", str(pid)) and box.show(
+        render.AGENT_UNIT, "ActiveState") == "active", 30)
+    assert box.show(render.AGENT_UNIT, "NRestarts") == "1"
+    status = offsite(box, "status").stdout
+    agent_log = box.journal(unit=render.AGENT_UNIT)
+    assert "running" in status and "yellow" in status, (status, agent_log)
+    box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
+    wait_led(box, OFF)
+    assert history(box) == [("check", "success")]
+
+
+def test_fifty_plug_events_lose_no_run(agent: Sandbox) -> None:
+    box = agent
+    image = box.make_drive("d1", DRIVE, size_mb=64)
+    began = time.monotonic()
+    for _ in range(25):
+        device = box.plug(image)
+        time.sleep(0.08)
+        box.unplug(device)
+        time.sleep(0.08)
+    assert time.monotonic() - began < 10
+    box.wait_until("every copy unit to settle", lambda: box.show(COPY, "ActiveState") in (
+        "inactive", "failed"), 60)
+    time.sleep(1)
+    # every run systemd started (an invocation id) is in the history, once
+    started = {e["INVOCATION_ID"] for e in box.entries("_PID=1", f"UNIT={COPY}")
+               if e.get("INVOCATION_ID")}
+    recorded = box.run([str(Path(OFFSITE).parent / "python"), "-c",
+                        "from offsite import history\n"
+                        "for r in history.runs(limit=1000): print(r.invocation, r.result)"]
+                       ).stdout.split("\n")
+    rows = [line.split() for line in recorded if line.strip()]
+    assert {r[0] for r in rows} == started and len(rows) == len(started)
+    assert all(r[1] != "None" for r in rows)
+    failed = any(r[1] == "failed" for r in rows[:1])
+    wait_led(box, RED if failed else OFF)
+
+
+def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:
+    box = agent
+    lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
+    hold(box, lock, 3)
+    box.systemctl("start", "--no-block", render.job_unit("check"))
+    wait_led(box, YELLOW)
+    box.host_path(f"{EMU}/present").unlink()
+    box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
+    warnings = [e["MESSAGE"] for e in box.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")
+                if "LED:" in e.get("MESSAGE", "")]
+    assert any("stopped answering" in w and "works on without it" in w for w in warnings), warnings
+    assert box.show(render.AGENT_UNIT, "ActiveState") == "active"
+    # plugged back: the next change shows the right colour again
+    box.write(f"{EMU}/present", "")
+    box.systemctl("kill", "--kill-who=main", f"--signal={int(signal.SIGHUP)}", render.AGENT_UNIT)
+    wait_led(box, OFF)
