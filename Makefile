@@ -27,3 +27,4 @@ bench: setup
 	$(VENV)/python bench/install_scale.py
 	$(VENV)/python bench/plug_latency.py
 	$(VENV)/python bench/mirror_copy.py
+	$(VENV)/python bench/agent.py

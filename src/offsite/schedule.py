@@ -104,7 +104,7 @@ def render_text(entries: Sequence[Entry], now: float) -> str:
     ruler = "".join(f"{h:02d}  " for h in range(0, 24, 2))[:SLOTS]
     lines = [f"{'JOB':<16} {ruler}  USUALLY", f"{'':<16} " + "|   " * 12]
     for e in entries:
-        usual = span(e.usual) if e.usual is not None else "? (no runs yet)"
+        usual = span(e.usual) if e.usual is not None else "?"
         clock = _clock(e, offset) if e.starts else f"{e.when[:SLOTS]:<{SLOTS}}"
         lines.append(f"{e.job[:16]:<16} {clock}  {usual}")
     lines.append("")
@@ -116,8 +116,8 @@ def render_text(entries: Sequence[Entry], now: float) -> str:
         if e.overlaps:
             lines.append(f"  ! {e.job} overlaps {', '.join(sorted(set(e.overlaps)))}; they take "
                          "turns if they share data"[:79])
-    lines.append("# = runs (start + randomized delay + usual duration), ! = overlaps; "
-                 "local time"[:79])
+    lines.append("# runs (start + randomized delay + usual duration), ! overlaps, ? no "
+                 "runs yet; local time"[:79])
     return "\n".join(lines) + "\n"
 
 

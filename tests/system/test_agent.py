@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = str(Path(__import__("sys").prefix) / "bin" / "offsite")
 CONFIG = "/etc/offsite/offsite.yaml"
 EMU = "/run/offsite-test-blinkstick"
+EMULATOR = "/opt/offsite-test/blinkstick_emulator.py"
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 REPO = "/srv/borg/main"
 BLUE, YELLOW, GREEN, RED, OFF = [0, 0, 128], [128, 128, 0], [0, 128, 0], [128, 0, 0], [0, 0, 0]
@@ -72,9 +73,11 @@ def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
     """offsite installed with its agent running against the emulated BlinkStick."""
     sandbox.run(["mkdir", "-p", EMU])
     sandbox.write(f"{EMU}/present", "")
+    # a copy inside: the checkout may be under /tmp, which the agent's PrivateTmp= hides
+    sandbox.write(EMULATOR, (ROOT / "tests" / "blinkstick_emulator.py").read_text())
     sandbox.write(f"/etc/systemd/system/{render.AGENT_UNIT}.d/emulated-led.conf", "\n".join([
         "[Service]",
-        f"Environment=OFFSITE_USB_BACKEND={ROOT}/tests/blinkstick_emulator.py",
+        f"Environment=OFFSITE_USB_BACKEND={EMULATOR}",
         f"Environment=OFFSITE_TEST_BLINKSTICK={EMU}",
         f"ReadWritePaths={EMU}", ""]))
     sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])

@@ -1,0 +1,138 @@
+"""The pure parts of the agent and its views: LED priorities, unit paths, metrics text, the
+schedule's overlaps and clock line, the status table at 80 columns."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from offsite import drives, ledstate, metrics, schedule, status
+from offsite.agent import Units, unit_from_path
+from offsite.history import Run
+from offsite.ledstate import Phase, Picture, Verdict, resolve
+from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
+
+
+@pytest.mark.parametrize(("picture", "state"), [
+    (Picture(), "off"),
+    (Picture(drives={"a": Phase.DONE}), "done"),
+    (Picture(drives={"a": Phase.DONE}, unlocked={"a"}), "off"),  # not locked yet: not safe
+    (Picture(active={"offsite-n.service": None}, drives={"a": Phase.DONE}), "working"),
+    (Picture(drives={"a": Phase.PENDING}), "working-drive"),  # plugged, job not started yet
+    (Picture(active={"offsite-n.service": None, "offsite-c@a.service": "a"}), "working-drive"),
+    (Picture(active={"offsite-c@a.service": "a"}, failed_jobs={"n"}), "failed"),
+    (Picture(drives={"a": Phase.FAILED}), "off"),
+])
+def test_led_priorities(picture: Picture, state: str) -> None:
+    assert resolve(picture).state == state
+
+
+def test_led_says_why() -> None:
+    assert resolve(Picture(failed_jobs={"b", "a"})) == Verdict("failed", "failed: a, b")
+    assert resolve(Picture(drives={"d1": Phase.DONE})).why == "safe to remove: drive d1"
+
+
+def test_brightness_scales_the_colour() -> None:
+    assert ledstate.rgb("#ff8000", 100) == (255, 128, 0)
+    assert ledstate.rgb("#ff8000", 40) == (102, 51, 0)
+    assert ledstate.rgb("#0000ff", 1) == (0, 0, 3)
+
+
+def test_unit_object_paths_decode() -> None:
+    assert unit_from_path("/org/freedesktop/systemd1/unit/offsite_2dcopy_40d1_2eservice") == \
+        "offsite-copy@d1.service"
+    assert unit_from_path("/org/freedesktop/systemd1") is None
+
+
+def cfg() -> Config:
+    d1 = Drive("d1", "11111111-2222-3333-4444-555555555555", DriveType.LUKS, Path("/mnt"),
+               keyfile=Path("/k"))
+    return Config(Path("/etc/offsite/offsite.yaml"), (d1,), (), (
+        Job("nightly", JobKind.BORGMATIC, 60.0, trigger=Schedule("*-*-* 02:30:00", 900.0)),
+        Job("check", JobKind.BORG_CHECK, 60.0, trigger=Schedule("*-*-* 02:40:00")),
+        Job("copy", JobKind.MIRROR, 60.0, trigger=DriveTrigger(("d1",))),
+    ))
+
+
+def test_the_agent_knows_which_unit_runs_which_job() -> None:
+    units = Units.of(cfg())
+    assert units.jobs == {"offsite-nightly.service": ("nightly", None),
+                          "offsite-check.service": ("check", None),
+                          "offsite-copy@d1.service": ("copy", "d1")}
+    assert units.unlock == {"offsite-unlock-d1.service": "d1"}
+
+
+def run(job: str, result: str, started: float, took: float, nbytes: int | None = None) -> Run:
+    return Run(f"{int(started):032x}", f"offsite-{job}.service", job, None, started,
+               started + took, result, None, nbytes)
+
+
+def test_metrics_text_is_node_exporter_textfile_format() -> None:
+    text = metrics.text(["nightly", "copy", "new"], {
+        "nightly": [run("nightly", "failed", 2000, 5), run("nightly", "success", 1000, 60)],
+        "copy": [run("copy", "success", 3000, 90, nbytes=1234)],
+    }, {"d1": 3090.0, "d2": None})
+    lines = text.splitlines()
+    assert 'offsite_job_last_success_timestamp_seconds{job="nightly"} 1060.000' in lines
+    assert 'offsite_job_last_result{job="nightly"} 4' in lines
+    assert 'offsite_job_last_duration_seconds{job="nightly"} 5.000' in lines
+    assert 'offsite_job_last_bytes{job="copy"} 1234' in lines
+    assert 'offsite_drive_last_copy_timestamp_seconds{drive="d1"} 3090.000' in lines
+    assert not any("new" in line or "d2" in line for line in lines)
+    for name in ("offsite_job_last_result", "offsite_job_last_bytes"):
+        assert f"# TYPE {name} gauge" in lines
+    assert text.endswith("\n")
+
+
+def test_metrics_are_written_only_where_node_exporter_looks(tmp_path: Path) -> None:
+    assert metrics.write(cfg(), tmp_path / "absent") is None
+
+
+def test_schedule_flags_runs_that_overlap() -> None:
+    day = 86400.0
+    starts = {"*-*-* 02:30:00": [day * i + 9000 for i in range(7)],
+              "*-*-* 02:40:00": [day * i + 9600 for i in range(7)]}
+    entries = schedule.plan(cfg(), starts, {"nightly": 1800.0, "check": 300.0, "copy": 600.0})
+    by_job = {e.job: e for e in entries}
+    # nightly: 02:30 + up to 15 min delay + 30 min usually: check at 02:40 falls inside
+    assert by_job["nightly"].overlaps == ["check"] and by_job["check"].overlaps == ["nightly"]
+    assert by_job["copy"].starts == [] and "d1" in by_job["copy"].when
+    apart = schedule.plan(cfg(), {"*-*-* 02:30:00": [9000.0], "*-*-* 02:40:00": [day]},
+                          {"nightly": 60.0})
+    assert all(not e.overlaps for e in apart)
+
+
+def test_the_schedule_fits_80_columns() -> None:
+    entries = schedule.plan(cfg(), {"*-*-* 02:30:00": [9000.0], "*-*-* 02:40:00": [9600.0]},
+                            {"nightly": 1800.0})
+    text = schedule.render_text(entries, 0.0)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "  ?" in text and "nightly overlaps check" in text
+
+
+def test_schedule_median_of_successful_runs() -> None:
+    runs = [run("n", "success", 0, 10), run("n", "failed", 0, 1000), run("n", "warning", 0, 30),
+            run("n", "success", 0, 20)]
+    assert schedule.usual_duration(runs) == 20
+    assert schedule.usual_duration([]) is None
+
+
+def test_status_puts_failures_first_and_fits_80_columns() -> None:
+    now = time.time()
+    rows = [
+        status.JobRow("a-job-with-a-rather-long-name", "borgmatic", "daily", False, "failed",
+                      "exit code 1: borg create failed because the repository is locked by "
+                      "another process that never ended", now - 3600, 65.0, now + 7200, 3),
+        status.JobRow("check", "borg-check", "weekly", True, "success", None, now - 86400,
+                      4000.0, None, 0),
+    ]
+    drive_rows = drives.rows(cfg(), {}, now)
+    text = status.render_text(status.Status(rows, drive_rows, "failed", "failed: a", "active"),
+                              now)
+    lines = text.splitlines()
+    assert lines[0] == "1 job(s) FAILED: a-job-with-a-rather-long-name"
+    assert "red (a job failed)" in lines[1]
+    assert max(len(line) for line in lines) <= 80, [ln for ln in lines if len(ln) > 80]
+    assert "FAILED x3" in text and "running" in text and "in 2h" in text
