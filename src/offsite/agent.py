@@ -78,6 +78,7 @@ class Agent:
         self.active: dict[str, str | None] = {}  # running job unit -> its drive
         self.drives: dict[str, Phase] = {}  # plugged drive -> phase
         self.devices: dict[str, str] = {}  # udev sys_path of a plugged drive -> its name
+        self.unknown: dict[str, str] = {}  # sys_path -> UUID of a drive offsite does not know
         self.unlocked: set[str] = set()
         self.verdict = ledstate.Verdict("off", "starting")
         self.by_uuid = {d.uuid: d.name for d in cfg.drives}
@@ -118,6 +119,12 @@ class Agent:
         if action == "remove" or uuid is None or not _UUID.match(uuid):
             uuid = None
         name = self.by_uuid.get(uuid.lower()) if uuid else None
+        if uuid is None:
+            self.unknown.pop(sys_path, None)
+        elif name is None and fstype in ("crypto_LUKS", "ext4", "xfs", "btrfs") and \
+                self.unknown.get(sys_path) != uuid:
+            self.unknown[sys_path] = uuid  # said once per appearance
+            self._tell_unknown(uuid.lower(), fstype)
         before = self.devices.get(sys_path)
         if name == before:
             return
@@ -131,12 +138,14 @@ class Agent:
             if name not in self.drives:
                 self.drives[name] = Phase.PENDING
                 self.update(f"drive {name} plugged in")
-        elif uuid and action == "add" and fstype in ("crypto_LUKS", "ext4", "xfs", "btrfs"):
-            kind = "luks" if fstype == "crypto_LUKS" else "plain"
-            log.info("a drive offsite does not know appeared (%s, UUID %s); to make it an "
-                     "off-site drive: offsite drive enroll --uuid %s NAME, or add it under "
-                     "drives: with uuid: %s and type: %s", fstype, uuid.lower(), uuid.lower(),
-                     uuid.lower(), kind)
+
+    @staticmethod
+    def _tell_unknown(uuid: str, fstype: str) -> None:
+        # the UUID matched the 8-4-4-4-12 hex pattern above; fstype is one of four names
+        kind = "luks" if fstype == "crypto_LUKS" else "plain"
+        log.info("a drive offsite does not know appeared (%s, UUID %s); to make it an "
+                 "off-site drive: offsite drive enroll --uuid %s NAME, or add it under drives: "
+                 "with uuid: %s and type: %s", fstype, uuid, uuid, uuid, kind)
 
     def drain_udev(self, monitor: Any) -> None:
         while True:

@@ -117,6 +117,16 @@ def test_the_led_follows_a_plug_a_failure_and_the_recovery(agent: Sandbox) -> No
     assert data["led"] == "off" and {j["name"]: j["result"] for j in data["jobs"]}["broken"] == "success"
 
 
+def test_an_unknown_drive_is_logged_with_what_to_do(agent: Sandbox) -> None:
+    stranger = "99999999-8888-7777-6666-555555555555"
+    device = agent.plug(agent.make_drive("stranger", stranger, size_mb=64, label="$(reboot)"))
+    agent.wait_until("the agent to mention it", lambda: any(
+        f"UUID {stranger}" in e.get("MESSAGE", "") and "offsite drive enroll" in e["MESSAGE"]
+        for e in agent.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")), 10)
+    assert last_led(agent) == OFF  # not ours: nothing to show
+    agent.unplug(device)
+
+
 def test_led_clear_turns_a_red_led_off(agent: Sandbox) -> None:
     assert agent.systemctl("start", render.job_unit("broken"), check=False).returncode != 0
     wait_led(agent, RED)
@@ -188,3 +198,17 @@ def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:
     box.write(f"{EMU}/present", "")
     box.systemctl("kill", "--kill-who=main", f"--signal={int(signal.SIGHUP)}", render.AGENT_UNIT)
     wait_led(box, OFF)
+
+
+def test_after_systemd_re_executes_the_agent_still_follows_jobs(agent: Sandbox) -> None:
+    box = agent
+    box.systemctl("daemon-reexec")
+    box.wait_until("the agent to rebuild its picture", lambda: any(
+        "re-executed" in e.get("MESSAGE", "")
+        for e in box.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")), 30)
+    hold(box, f"/run/offsite/locks/{locks.lock_name(REPO)}", 3)
+    box.systemctl("start", "--no-block", render.job_unit("check"))
+    wait_led(box, YELLOW)
+    box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
+    wait_led(box, OFF)
+    assert box.show(render.AGENT_UNIT, "NRestarts") == "0"

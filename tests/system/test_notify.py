@@ -82,8 +82,8 @@ def test_a_failed_job_mails_its_status_and_only_this_runs_journal(sandbox: Sandb
         body = second.get_body().get_content()  # type: ignore[union-attr]
         # this run's journal: its own start line and borg's error, not the first run's
         assert f"run {ids[1]}" in body and f"run {ids[0]}" not in body
-        assert f"Why: borg check -- {REPO} failed with exit code 2" in body, body
-        assert f"Repository {REPO} does not exist" in body
+        assert f"Why: borg check failed (exit code 2): Repository {REPO} does not exist." \
+            in body, body
         # systemctl status of the failed unit, and what to do next
         assert f"{UNIT} - offsite check: Check of the test repository" in body, body
         assert "Active: failed" in body
