@@ -88,12 +88,15 @@ def main() -> int:
             seen = next(c["t"] for c in colors(box.host_path(EMU))
                         if c["t"] >= since and c["rgb"] != [0, 0, 0])
             led_ms.append((seen - since) * 1000)
-            box.wait_until("the copy", lambda: box.show(unit, "ActiveState") in (
+            def starts(t: float = since) -> list[float]:
+                return [int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in box.entries(
+                    "_PID=1", f"UNIT={unit}") if e["MESSAGE"].startswith("Starting")
+                    and int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= t]
+
+            box.wait_until("the copy to start", lambda: bool(starts()), 30)
+            box.wait_until("the copy to end", lambda: box.show(unit, "ActiveState") in (
                 "inactive", "failed"), 60)
-            starting = [int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in box.entries(
-                "_PID=1", f"UNIT={unit}") if e["MESSAGE"].startswith("Starting")
-                and int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= since]
-            start_ms.append((min(starting) - since) * 1000)
+            start_ms.append((min(starts()) - since) * 1000)
             box.unplug(device)
             box.run(["udevadm", "settle"])
 
