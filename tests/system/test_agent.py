@@ -61,11 +61,15 @@ def offsite(box: Sandbox, *args: str, check: bool = True) -> Any:
     return box.run([OFFSITE, "--config", CONFIG, *args], check=check)
 
 
-def hold(box: Sandbox, lock: str, seconds: int) -> None:
-    """Hold a job lock for a while (from a unit of the sandbox's systemd)."""
+def hold(box: Sandbox, lock: str) -> None:
+    """Hold a job lock (from a unit of the sandbox's systemd) until release()."""
     box.run(["mkdir", "-p", str(Path(lock).parent)])
-    box.run(["systemd-run", "--unit=holder", "--", "flock", lock, "sleep", str(seconds)])
+    box.run(["systemd-run", "--unit=holder", "--", "flock", lock, "sleep", "300"])
     box.wait_for_state("holder.service", ["active"])
+
+
+def release(box: Sandbox) -> None:
+    box.systemctl("stop", "holder.service")
 
 
 @pytest.fixture
@@ -138,7 +142,7 @@ def test_a_killed_agent_comes_back_right_and_the_run_is_recorded(agent: Sandbox)
     box = agent
     # hold the repository's lock, so that the check job waits (and runs) for a while
     lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
-    hold(box, lock, 6)
+    hold(box, lock)
     box.systemctl("start", "--no-block", render.job_unit("check"))
     wait_led(box, YELLOW)
     pid = int(box.show(render.AGENT_UNIT, "MainPID"))
@@ -150,6 +154,7 @@ def test_a_killed_agent_comes_back_right_and_the_run_is_recorded(agent: Sandbox)
     status = offsite(box, "status").stdout
     agent_log = box.journal(unit=render.AGENT_UNIT)
     assert "running" in status and "yellow" in status, (status, agent_log)
+    release(box)
     box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
     wait_led(box, OFF)
     assert history(box) == [("check", "success")]
@@ -185,10 +190,11 @@ def test_fifty_plug_events_lose_no_run(agent: Sandbox) -> None:
 def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:
     box = agent
     lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
-    hold(box, lock, 3)
+    hold(box, lock)
     box.systemctl("start", "--no-block", render.job_unit("check"))
     wait_led(box, YELLOW)
     box.host_path(f"{EMU}/present").unlink()
+    release(box)
     box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
     warnings = [e["MESSAGE"] for e in box.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")
                 if "LED:" in e.get("MESSAGE", "")]
@@ -206,9 +212,10 @@ def test_after_systemd_re_executes_the_agent_still_follows_jobs(agent: Sandbox) 
     box.wait_until("the agent to rebuild its picture", lambda: any(
         "re-executed" in e.get("MESSAGE", "")
         for e in box.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")), 30)
-    hold(box, f"/run/offsite/locks/{locks.lock_name(REPO)}", 3)
+    hold(box, f"/run/offsite/locks/{locks.lock_name(REPO)}")
     box.systemctl("start", "--no-block", render.job_unit("check"))
     wait_led(box, YELLOW)
+    release(box)
     box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
     wait_led(box, OFF)
     assert box.show(render.AGENT_UNIT, "NRestarts") == "0"
