@@ -84,6 +84,7 @@ class Agent:
         self.by_uuid = {d.uuid: d.name for d in cfg.drives}
         self.bus: Any = None
         self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # connected and the first picture taken
 
     # -- the picture and the LED ----------------------------------------------------------
     def failed_jobs(self) -> set[str]:
@@ -261,6 +262,7 @@ class Agent:
                              path="/org/freedesktop/DBus", interface="org.freedesktop.DBus")
         await self._call("Subscribe")
         await self.rebuild()
+        self.ready.set()
 
     async def bus_loop(self) -> None:
         delay = 1.0
@@ -270,8 +272,13 @@ class Agent:
                 delay = 1.0
                 await self.bus.wait_for_disconnect()
                 log.warning("lost the D-Bus connection; reconnecting")
-            except (OSError, ConnectionError, EOFError) as exc:
-                log.warning("cannot talk to systemd over D-Bus (%s); again in %.0f s", exc, delay)
+            except Exception as exc:  # any failure of the bus: log it, try again later
+                log.warning("cannot talk to systemd over D-Bus (%s: %s); again in %.0f s",
+                            type(exc).__name__, exc, delay)
+                if self.bus is not None:
+                    with contextlib.suppress(Exception):
+                        self.bus.disconnect()
+                    self.bus = None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, 30.0)
@@ -290,7 +297,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.update("SIGHUP"))
         bus = loop.create_task(self.bus_loop())
-        while self.bus is None or not self.bus.connected:  # the first picture before READY
+        while not self.ready.is_set():  # the first picture before READY
             if bus.done():
                 bus.result()
             await asyncio.sleep(0.05)

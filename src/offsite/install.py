@@ -207,9 +207,10 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
         if live:
             systemd.reload()
             reloads = 1
-            systemd.start(rendered.timers)
-            # a running agent reads the configuration when it starts
+            # a running agent reads the configuration when it starts (first: a stopped
+            # one is started below, once)
             systemd.try_restart([AGENT_UNIT])
+            systemd.start(rendered.timers)
             # The namespace binds what the configuration names writable when it starts.
             if restart_namespace:
                 systemd.try_restart([NAMESPACE_UNIT])

@@ -235,11 +235,12 @@ def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
             done = WORK[job.kind](Context(cfg, job, drive, offsite))
         except Skip:
             return EXIT_SKIPPED
-    elapsed = time.monotonic() - started
-    if done.bytes is not None:
-        tell_hook(bytes=done.bytes)
-    if done.warned and job.on_warning is OnWarning.FAIL:
-        raise Fatal(f"job {job.name} ended with warnings, and on_warning is fail")
-    outcome = "finished with warnings" if done.warned else "succeeded"
-    log.info("job %s %s in %.1f s", job.name, outcome, elapsed, extra=fields(job=job.name))
+        # said while the locks are held: the next job's "started" comes after this line
+        if done.bytes is not None:
+            tell_hook(bytes=done.bytes)
+        if done.warned and job.on_warning is OnWarning.FAIL:
+            raise Fatal(f"job {job.name} ended with warnings, and on_warning is fail")
+        outcome = "finished with warnings" if done.warned else "succeeded"
+        log.info("job %s %s in %.1f s", job.name, outcome, time.monotonic() - started,
+                 extra=fields(job=job.name))
     return EXIT_WARNING if done.warned else 0

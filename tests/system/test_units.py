@@ -238,6 +238,7 @@ def test_removed_job_goes_and_foreign_units_stay(sandbox: Sandbox) -> None:
 def test_broken_config_after_good_install_changes_nothing(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text())
     offsite(sandbox, "install")
+    sandbox.wait_for_state(render.AGENT_UNIT, ["active"])  # settled before the snapshot
     before = _checksums(sandbox)
     states = sandbox.systemctl("list-units", "--all", "--plain", "--no-legend", "offsite-*").stdout
     sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text().replace(
