@@ -28,7 +28,7 @@ from offsite import (
 )
 from offsite import config as configmod
 from offsite import log as logmod
-from offsite.errors import EXIT_FAILURE, EXIT_NOT_IMPLEMENTED, Fatal
+from offsite.errors import EXIT_FAILURE, Fatal
 from offsite.model import Config, DriveTrigger, Job, Schedule
 from offsite.render import Rendered
 from offsite.run import CommandError
@@ -36,12 +36,6 @@ from offsite.run import CommandError
 logger = logging.getLogger("offsite")
 
 Handler = Callable[[argparse.Namespace], int]
-
-# Commands whose work belongs to an issue not yet done: they say so and exit non-zero.
-PLANNED: dict[str, tuple[str, str]] = {
-    "drive": ("enroll a LUKS drive: add a keyfile slot, back up its header", "the vm tier, #8"),
-}
-
 
 def cmd_check(args: argparse.Namespace) -> int:
     path: Path = args.file or args.config
@@ -296,6 +290,15 @@ def cmd_led(args: argparse.Namespace) -> int:
     return 0 if stick.shown is not None else EXIT_FAILURE
 
 
+def cmd_drive(args: argparse.Namespace) -> int:
+    from offsite import enroll
+
+    lines = enroll.enroll(args.device, args.name, args.keyfile, args.passphrase_file, args.mount)
+    print("Enrolled. Add this to the configuration, then `offsite plan` and `offsite install`:")
+    print(lines, end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from offsite import demo
 
@@ -306,14 +309,6 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from offsite import sandbox
 
     return sandbox.main(args.command)
-
-
-def planned(name: str, owner: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"offsite {name}: not implemented yet (belongs to {owner})", file=sys.stderr)
-        return EXIT_NOT_IMPLEMENTED
-
-    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,6 +477,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hook)
 
     p = sub.add_parser(
+        "drive", parents=[common], help="enroll a LUKS drive: a keyfile slot and a header backup",
+        description="enroll DEVICE: add a keyslot opened by a random root-only keyfile "
+        "(created if missing; default /etc/offsite/keys/NAME.key), back up the LUKS header to "
+        "/var/lib/offsite/luks-headers/UUID.img (root only), and print the configuration "
+        "lines for the drive. Asks for an existing passphrase unless --passphrase-file.",
+    )
+    p.add_argument("action", choices=["enroll"])
+    p.add_argument("device", type=Path, help="the drive's LUKS device, e.g. /dev/sdb")
+    p.add_argument("--name", required=True, help="the drive's name in the configuration")
+    p.add_argument("--keyfile", type=Path, help="the keyfile (default /etc/offsite/keys/NAME.key)")
+    p.add_argument("--passphrase-file", type=Path, help="a file with a key that opens it now")
+    p.add_argument("--mount", type=Path, default=Path("/mnt/offsite"),
+                   help="where the drive is mounted in the backup namespace")
+    p.set_defaults(func=cmd_drive)
+
+    p = sub.add_parser(
         "agent", parents=[common], help="watch drives and jobs, drive the LED (the service)",
         description="What offsite-agent.service runs: watch udev for drives, systemd (D-Bus) "
         "for offsite's units, light the LED, write the metrics. Type=notify with a watchdog.",
@@ -531,11 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run inside")
     p.set_defaults(func=cmd_sandbox)
 
-    for name, (summary, owner) in PLANNED.items():
-        p = sub.add_parser(name, parents=[common], help=f"{summary} [not yet: {owner}]",
-                           description=f"{summary}. Not implemented yet ({owner}).")
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=planned(name, owner))
     return parser
 
 

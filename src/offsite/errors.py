@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 EXIT_FAILURE = 1
-EXIT_NOT_IMPLEMENTED = 3  # a subcommand whose issue is still open
 # How `offsite exec` tells its unit's stop hook what happened; both are in the job units'
 # SuccessExitStatus=, so neither fails the unit.
 EXIT_WARNING = 10  # done, with warnings (borg's exit 1, rsync's 24)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
-from offsite.cli import PLANNED, build_parser, main
-from offsite.errors import EXIT_NOT_IMPLEMENTED
+from offsite.cli import build_parser
 from offsite.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +39,6 @@ def test_check_bad_file_exits_one_with_location(tmp_path: Path) -> None:
 def test_missing_default_config_is_a_clear_error(tmp_path: Path) -> None:
     code, _, err = offsite("-c", str(tmp_path / "none.yaml"), "check")
     assert code == 1 and "cannot read the file" in err and "Traceback" not in err
-
-
-@pytest.mark.parametrize("command", sorted(PLANNED))
-def test_planned_commands_say_so_and_fail(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command]) == EXIT_NOT_IMPLEMENTED
-    assert "not implemented yet" in capsys.readouterr().err
 
 
 def test_every_command_has_help() -> None:

@@ -1,0 +1,318 @@
+"""A Debian 12 guest under QEMU for what this machine's kernel lacks (device-mapper: LUKS).
+
+The image: debootstrap of the packages below (cached by their list under CACHE), plus
+offsite and its dependencies installed from wheels built here (rebuilt when the sources
+change), as a qcow2 base. Each boot gets a throw-away copy-on-write overlay, runs
+`qemu-system-x86_64 -accel tcg`, and is controlled through QMP (hot-plug) and the guest
+agent (commands, files). Teardown kills QEMU by its pid and removes the overlay, also after
+an error; a QEMU left by a killed test run is found by its pid file and ended.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offsite.run import Result, run, spawn
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path("/var/cache/offsite-vm")
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "cryptsetup", "kmod", "rsync",
+            "borgbackup", "python3", "python3-venv", "linux-image-cloud-amd64",
+            "qemu-guest-agent", "e2fsprogs", "util-linux", "mount")
+BOOT_TIMEOUT = 240.0
+MEMORY_MB = 1536
+
+
+def tools_missing() -> str | None:
+    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils debootstrap)"
+    if os.geteuid() != 0:
+        return "the vm tier needs root (debootstrap)"
+    return None
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _base_rootfs() -> Path:
+    """The debootstrapped tree, as a tarball cached by the package list."""
+    key = _digest(" ".join(PACKAGES).encode(), MIRROR.encode())
+    tarball = CACHE / f"rootfs-{key}.tar"
+    if tarball.exists():
+        return tarball
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / f"build-{key}"
+    shutil.rmtree(work, ignore_errors=True)
+    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), "bookworm",
+         work, MIRROR], timeout=1800)
+    (work / "etc/hostname").write_text("offsite-vm\n")
+    (work / "etc/fstab").write_text("/dev/vda / ext4 rw 0 1\n")
+    run(["chroot", work, "passwd", "-d", "root"])
+    # no network in the guest: nothing should wait for it
+    run(["chroot", work, "systemctl", "mask", "systemd-networkd-wait-online.service",
+         "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer"],
+        check=False)
+    run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
+    os.replace(f"{tarball}.tmp", tarball)
+    shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def _sources_digest() -> str:
+    files = sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files.append(ROOT / "pyproject.toml")
+    return _digest(*[p.read_bytes() for p in files])
+
+
+@dataclass(frozen=True)
+class Image:
+    disk: Path
+    kernel: Path
+    initrd: Path
+
+
+def image() -> Image:
+    """The guest's base image with offsite installed; built when its inputs changed."""
+    tarball = _base_rootfs()
+    key = _digest(tarball.name.encode(), _sources_digest().encode())
+    out = CACHE / f"image-{key}"
+    done = out / "base.qcow2"
+    if not done.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        tree = out / "rootfs"
+        tree.mkdir(parents=True)
+        run(["tar", "-C", tree, "-xf", tarball], timeout=600)
+        wheels = tree / "opt/offsite/wheels"
+        wheels.mkdir(parents=True)
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+             "--wheel-dir", wheels, ROOT], timeout=900)
+        run(["chroot", tree, "python3", "-m", "venv", "/opt/offsite/venv"], timeout=600)
+        run(["chroot", tree, "/opt/offsite/venv/bin/pip", "install", "--quiet", "--no-index",
+             "--disable-pip-version-check", "--find-links", "/opt/offsite/wheels", "offsite"],
+            timeout=900)
+        (tree / "usr/local/bin/offsite").symlink_to("/opt/offsite/venv/bin/offsite")
+        boot = sorted((tree / "boot").glob("vmlinuz-*"))[-1]
+        shutil.copy(boot, out / "vmlinuz")
+        shutil.copy(tree / "boot" / boot.name.replace("vmlinuz", "initrd.img"), out / "initrd")
+        raw = out / "disk.raw"
+        with raw.open("wb") as f:
+            f.truncate(3 * 1024**3)
+        run(["mkfs.ext4", "-q", "-F", "-d", tree, raw], timeout=600)
+        run(["qemu-img", "convert", "-O", "qcow2", raw, f"{done}.tmp"], timeout=600)
+        os.replace(f"{done}.tmp", done)
+        raw.unlink()
+        shutil.rmtree(tree)
+    return Image(done, out / "vmlinuz", out / "initrd")
+
+
+class GuestError(Exception):
+    pass
+
+
+class _Socket:
+    """A JSON line protocol over a unix socket (QMP and the guest agent both speak it)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise GuestError("the connection closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Guest:
+    workdir: Path
+    process: subprocess.Popen[bytes]
+    qmp: _Socket
+    plugged: dict[str, Path] = field(default_factory=dict)
+
+    # -- QMP --------------------------------------------------------------------------------
+    def command(self, name: str, **arguments: Any) -> Any:
+        self.qmp.send({"execute": name, "arguments": arguments})
+        while True:
+            reply = self.qmp.receive(60)
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise GuestError(f"QMP {name}: {reply['error'].get('desc')}")
+
+    def plug(self, image: Path, node: str) -> str:
+        """Hot-plug image as a virtio disk (a USB drive being plugged in); returns its
+        device path in the guest (by its serial, which is node)."""
+        self.command("blockdev-add", **{"node-name": node, "driver": "raw", "file": {
+            "driver": "file", "filename": str(image)}})
+        self.command("device_add", driver="virtio-blk-pci", drive=node, id=f"dev-{node}",
+                     serial=node)
+        self.plugged[node] = image
+        return f"/dev/disk/by-id/virtio-{node}"
+
+    def unplug(self, node: str, timeout: float = 60.0) -> None:
+        self.command("device_del", id=f"dev-{node}")
+        deadline = time.monotonic() + timeout
+        while any(d.get("qdev") == f"dev-{node}" or d.get("qdev", "").endswith(f"dev-{node}/virtio-backend")
+                  for d in self.command("query-block")):
+            if time.monotonic() > deadline:
+                raise GuestError(f"the guest did not release {node}")
+            time.sleep(0.3)
+        with contextlib.suppress(GuestError):
+            self.command("blockdev-del", **{"node-name": node})
+        self.plugged.pop(node, None)
+
+    # -- the guest agent ------------------------------------------------------------------
+    def _agent(self, name: str, timeout: float = 60.0, **arguments: Any) -> Any:
+        qga = _Socket(self.workdir / "qga.sock", timeout)
+        try:
+            qga.send({"execute": name, "arguments": arguments} if arguments else {"execute": name})
+            reply = qga.receive(timeout)
+        finally:
+            qga.close()
+        if "error" in reply:
+            raise GuestError(f"guest agent {name}: {reply['error'].get('desc')}")
+        return reply["return"]
+
+    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 300.0,
+            input: str | None = None) -> Result:
+        """Run argv in the guest and wait for it (as root, through the guest agent)."""
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
+        if input is not None:
+            args["input-data"] = base64.b64encode(input.encode()).decode()
+        pid = self._agent("guest-exec", **args)["pid"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._agent("guest-exec-status", pid=pid)
+            if status.get("exited"):
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(f"{argv} did not finish within {timeout:g} s in the guest")
+            time.sleep(0.2)
+        out = base64.b64decode(status.get("out-data", "")).decode(errors="replace")
+        err = base64.b64decode(status.get("err-data", "")).decode(errors="replace")
+        code = int(status.get("exitcode", -1 if status.get("signal") else 0))
+        result = Result(tuple(argv), code, out, err)
+        if check and code != 0:
+            raise GuestError(f"in the guest, {' '.join(argv)} failed with exit code {code}:\n"
+                             f"{err or out}")
+        return result
+
+    def write(self, path: str, content: str | bytes, mode: int = 0o644) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        self.run(["sh", "-c", f"mkdir -p \"$(dirname '{path}')\" && base64 -d > '{path}' && "
+                  f"chmod {mode:o} '{path}'"], input=base64.b64encode(data).decode())
+
+    def wait_until(self, what: str, predicate: Any, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise GuestError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.5)
+
+
+PIDFILE = CACHE / "qemu.pid"
+
+
+def _end_stale() -> None:
+    """A QEMU left by a killed test run: ended by the pid it recorded (if it is ours)."""
+    try:
+        pid = int(PIDFILE.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"qemu-system-x86_64" in cmdline and b"offsite-vm" in cmdline:
+        os.kill(pid, signal.SIGKILL)
+    PIDFILE.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def booted(workdir: Path) -> Iterator[Guest]:
+    img = image()
+    _end_stale()
+    overlay = workdir / "overlay.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, overlay])
+    console = workdir / "console.log"
+    argv = ["qemu-system-x86_64", "-name", "offsite-vm", "-accel", "tcg", "-machine", "pc",
+            "-m", str(MEMORY_MB), "-smp", "2", "-nographic", "-no-reboot",
+            "-kernel", str(img.kernel), "-initrd", str(img.initrd),
+            "-append", "root=/dev/vda rw console=ttyS0 quiet",
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-qmp", f"unix:{workdir}/qmp.sock,server=on,wait=off",
+            "-chardev", f"socket,path={workdir}/qga.sock,server=on,wait=off,id=qga0",
+            "-device", "virtio-serial", "-device",
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            "-serial", f"file:{console}", "-monitor", "none", "-display", "none"]
+    process = spawn(argv, stdout=workdir / "qemu.out")
+    PIDFILE.write_text(str(process.pid))
+    guest = None
+    try:
+        qmp = _Socket(workdir / "qmp.sock", 30)
+        qmp.receive(30)  # the greeting
+        qmp.send({"execute": "qmp_capabilities"})
+        qmp.receive(30)
+        guest = Guest(workdir, process, qmp)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            try:
+                guest._agent("guest-ping", timeout=5)
+                state = guest.run(["systemctl", "is-system-running", "--wait"], check=False,
+                                  timeout=BOOT_TIMEOUT).stdout.strip()
+                break
+            except (OSError, GuestError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise GuestError("the guest did not boot; its console: "
+                                     + console.read_text(errors="replace")[-3000:]) from None
+                time.sleep(1)
+        if state not in ("running", "degraded"):
+            raise GuestError(f"the guest reached {state!r}")
+        yield guest
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        PIDFILE.unlink(missing_ok=True)
+        if guest is not None:
+            guest.qmp.close()
+        overlay.unlink(missing_ok=True)

@@ -1,0 +1,170 @@
+"""Real LUKS drives in a Debian guest: enroll, plug, unlock with the keyfile, copy, lock
+again, unplug; a month later only the new data is copied; a wrong keyfile never mounts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .guest import Guest
+
+CONFIG = "/etc/offsite/offsite.yaml"
+REPO = "/srv/borg/main"
+WEAK = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]  # tests only: fast to open
+
+
+def blank(path: Path, size_mb: int = 96) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    return path
+
+
+def luks_drive(g: Guest, image: Path, node: str, passphrase: str) -> str:
+    """A LUKS2 drive with an ext4 inside, opened by passphrase only (as bought and set up)."""
+    device = g.plug(image, node)
+    g.wait_until(f"{device}", lambda: g.run(["test", "-b", device], check=False).returncode == 0)
+    g.write(f"/root/{node}.pass", passphrase, mode=0o400)
+    g.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *WEAK, "--key-file",
+           f"/root/{node}.pass", device])
+    g.run(["cryptsetup", "open", "--key-file", f"/root/{node}.pass", device, f"setup-{node}"])
+    g.run(["mkfs.ext4", "-q", f"/dev/mapper/setup-{node}"])
+    g.run(["cryptsetup", "close", f"setup-{node}"])
+    return device
+
+
+def runs(g: Guest) -> list[tuple[str, str]]:
+    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite import history\n"
+                 "for r in reversed(history.runs(limit=1000)):\n    print(r.job, r.result)"])
+    return [(a, b) for a, b in (line.split() for line in out.stdout.splitlines())]
+
+
+def test_a_luks_drive_is_enrolled_plugged_copied_locked_and_unplugged(
+        guest: Guest, tmp_path: Path) -> None:
+    g = guest
+    image = blank(tmp_path / "d1.img")
+    device = luks_drive(g, image, "d1", "correct horse")
+    out = g.run(["offsite", "drive", "enroll", device, "--name", "d1",
+                 "--passphrase-file", "/root/d1.pass"]).stdout
+    uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+    mode = g.run(["stat", "-c", "%a", f"/var/lib/offsite/luks-headers/{uuid}.img"]).stdout.strip()
+    assert mode == "400"
+    assert g.run(["stat", "-c", "%a", "/etc/offsite/keys/d1.key"]).stdout.strip() == "400"
+    g.unplug("d1")
+
+    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    g.run(["sh", "-c", f"head -c 200000 /dev/urandom > /srv/one && borg create {REPO}::one /srv/one"])
+    g.write(CONFIG, json.dumps({
+        "drives": {"d1": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d1.key",
+                          "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+
+    # plugged as a person does: unlocked with the keyfile, copied, locked again
+    g.plug(image, "d1")
+    g.wait_until("the copy", lambda: ("copy", "success") in runs(g), 300)
+    mapper = f"/dev/mapper/offsite-{uuid}"
+    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
+                                                       check=False).returncode != 0, 60)
+    assert g.run(["systemctl", "is-active", "offsite-unlock-d1.service"],
+                 check=False).stdout.strip() == "inactive"
+    record = json.loads(g.run(["cat", f"/var/lib/offsite/drives/{uuid}.json"]).stdout)
+    first_bytes = record["last_copy_bytes"]
+    assert first_bytes > 200_000
+    g.unplug("d1")
+
+    # a month later: a new archive; only the new data is copied
+    g.run(["date", "-s", "+31 days"])
+    g.run(["sh", "-c", f"head -c 50000 /dev/urandom > /srv/two && borg create {REPO}::two /srv/two"])
+    g.plug(image, "d1")
+    g.wait_until("the second copy", lambda: runs(g).count(("copy", "success")) == 2, 300)
+    record = json.loads(g.run(["cat", f"/var/lib/offsite/drives/{uuid}.json"]).stdout)
+    assert record["last_copy_bytes"] < first_bytes / 2, (record, first_bytes)
+    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
+                                                       check=False).returncode != 0, 60)
+    g.unplug("d1")
+
+
+def test_a_drive_whose_keyfile_does_not_open_it_is_never_mounted(
+        guest: Guest, tmp_path: Path) -> None:
+    g = guest
+    image = blank(tmp_path / "d2.img", 64)
+    device = luks_drive(g, image, "d2", "some passphrase")
+    uuid = g.run(["cryptsetup", "luksUUID", device]).stdout.strip()
+    g.unplug("d2")
+    g.run(["sh", "-c", "mkdir -p /etc/offsite/keys && head -c 64 /dev/urandom > "
+           "/etc/offsite/keys/wrong.key && chmod 0400 /etc/offsite/keys/wrong.key"])
+    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    g.write(CONFIG, json.dumps({
+        "drives": {"d2": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/wrong.key",
+                          "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d2"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+    g.plug(image, "d2")
+    g.wait_until("the unlock to fail", lambda: g.run(
+        ["systemctl", "is-failed", "offsite-unlock-d2.service"], check=False).stdout.strip()
+        == "failed", 120)
+    log = g.run(["journalctl", "-u", "offsite-unlock-d2.service", "--no-pager"]).stdout
+    assert "No key available" in log or "incorrect" in log.lower() or "Failed" in log, log
+    mounts = g.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
+    assert "/mnt/offsite" not in mounts
+    assert ("copy", "success") not in runs(g)
+    g.unplug("d2")
+
+
+def test_without_its_usb_key_a_drive_waits_a_bounded_time_and_is_never_mounted(
+        guest: Guest, tmp_path: Path) -> None:
+    g = guest
+    image = blank(tmp_path / "d3.img", 64)
+    device = luks_drive(g, image, "d3", "passphrase three")
+    uuid = g.run(["cryptsetup", "luksUUID", device]).stdout.strip()
+    # the USB key: a small ext4 disk holding the keyfile, which is added to the drive
+    key_image = blank(tmp_path / "key.img", 16)
+    key_dev = g.plug(key_image, "usbkey")
+    g.wait_until("the key disk", lambda: g.run(["test", "-b", key_dev], check=False).returncode == 0)
+    g.run(["mkfs.ext4", "-q", "-U", "12345678-1234-1234-1234-123456789abc", key_dev])
+    g.run(["sh", "-c", f"mkdir -p /mnt/k && mount {key_dev} /mnt/k && head -c 64 /dev/urandom "
+           f"> /mnt/k/d3.key && chmod 0400 /mnt/k/d3.key && cryptsetup luksAddKey --batch-mode "
+           f"{' '.join(WEAK)} --key-file /root/d3.pass {device} /mnt/k/d3.key && umount /mnt/k"])
+    g.unplug("usbkey")
+    g.unplug("d3")
+    # mounted read-only when plugged, by its own fstab line, waited for at most 20 s
+    g.run(["sh", "-c", "mkdir -p /media/offsite-key && echo 'UUID=12345678-1234-1234-1234-"
+           "123456789abc /media/offsite-key ext4 ro,nofail,noauto,x-systemd.device-timeout=20s "
+           "0 0' >> /etc/fstab && systemctl daemon-reload"])
+    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    g.write(CONFIG, json.dumps({
+        "drives": {"d3": {"uuid": uuid, "type": "luks", "keyfile": "/media/offsite-key/d3.key",
+                          "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d3"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    # offsite check looks at the keyfile: it lives on the key, so plug it for the install
+    g.plug(key_image, "usbkey")
+    g.run(["systemctl", "start", "media-offsite\\x2dkey.mount"])
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+    g.run(["systemctl", "stop", "media-offsite\\x2dkey.mount"])
+    g.unplug("usbkey")
+
+    # the drive without its key: the unlock waits for the key, then gives up; nothing mounted
+    began = time.monotonic()
+    g.plug(image, "d3")
+    time.sleep(8)
+    unlock = "offsite-unlock-d3.service"
+    assert g.run(["systemctl", "is-active", unlock], check=False).stdout.strip() != "active"
+    g.wait_until("the unlock to give up", lambda: g.run(
+        ["systemctl", "show", "-p", "ActiveState", "--value", unlock]).stdout.strip()
+        in ("failed", "inactive") and not g.run(["systemctl", "list-jobs", "--no-legend"]
+                                               ).stdout.strip(), 120)
+    waited = time.monotonic() - began
+    assert waited < 90, waited  # x-systemd.device-timeout=20s bounds it
+    assert "/mnt/offsite" not in g.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
+    assert ("copy", "success") not in runs(g)
+    g.unplug("d3")
