@@ -98,7 +98,8 @@ def image() -> Image:
     out = CACHE / f"image-{key}"
     done = out / "base.qcow2"
     if not done.exists():
-        shutil.rmtree(out, ignore_errors=True)
+        for old in CACHE.glob("image-*"):  # images of earlier sources: only one is kept
+            shutil.rmtree(old, ignore_errors=True)
         tree = out / "rootfs"
         tree.mkdir(parents=True)
         run(["tar", "-C", tree, "-xf", tarball], timeout=600)

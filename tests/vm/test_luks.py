@@ -4,7 +4,6 @@ again, unplug; a month later only the new data is copied; a wrong keyfile never 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from .guest import Guest
@@ -116,55 +115,3 @@ def test_a_drive_whose_keyfile_does_not_open_it_is_never_mounted(
     assert "/mnt/offsite" not in mounts
     assert ("copy", "success") not in runs(g)
     g.unplug("d2")
-
-
-def test_without_its_usb_key_a_drive_waits_a_bounded_time_and_is_never_mounted(
-        guest: Guest, tmp_path: Path) -> None:
-    g = guest
-    image = blank(tmp_path / "d3.img", 64)
-    device = luks_drive(g, image, "d3", "passphrase three")
-    uuid = g.run(["cryptsetup", "luksUUID", device]).stdout.strip()
-    # the USB key: a small ext4 disk holding the keyfile, which is added to the drive
-    key_image = blank(tmp_path / "key.img", 16)
-    key_dev = g.plug(key_image, "usbkey")
-    g.wait_until("the key disk", lambda: g.run(["test", "-b", key_dev], check=False).returncode == 0)
-    g.run(["mkfs.ext4", "-q", "-U", "12345678-1234-1234-1234-123456789abc", key_dev])
-    g.run(["sh", "-c", f"mkdir -p /mnt/k && mount {key_dev} /mnt/k && head -c 64 /dev/urandom "
-           f"> /mnt/k/d3.key && chmod 0400 /mnt/k/d3.key && cryptsetup luksAddKey --batch-mode "
-           f"{' '.join(WEAK)} --key-file /root/d3.pass {device} /mnt/k/d3.key && umount /mnt/k"])
-    g.unplug("usbkey")
-    g.unplug("d3")
-    # mounted read-only when plugged, by its own fstab line, waited for at most 20 s
-    g.run(["sh", "-c", "mkdir -p /media/offsite-key && echo 'UUID=12345678-1234-1234-1234-"
-           "123456789abc /media/offsite-key ext4 ro,nofail,noauto,x-systemd.device-timeout=20s "
-           "0 0' >> /etc/fstab && systemctl daemon-reload"])
-    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
-    g.write(CONFIG, json.dumps({
-        "drives": {"d3": {"uuid": uuid, "type": "luks", "keyfile": "/media/offsite-key/d3.key",
-                          "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO}},
-        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d3"}},
-        "notify": {"led": {"enabled": False}},
-    }))
-    # offsite check looks at the keyfile: it lives on the key, so plug it for the install
-    g.plug(key_image, "usbkey")
-    g.run(["systemctl", "start", "media-offsite\\x2dkey.mount"])
-    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
-    g.run(["systemctl", "stop", "media-offsite\\x2dkey.mount"])
-    g.unplug("usbkey")
-
-    # the drive without its key: the unlock waits for the key, then gives up; nothing mounted
-    began = time.monotonic()
-    g.plug(image, "d3")
-    time.sleep(8)
-    unlock = "offsite-unlock-d3.service"
-    assert g.run(["systemctl", "is-active", unlock], check=False).stdout.strip() != "active"
-    g.wait_until("the unlock to give up", lambda: g.run(
-        ["systemctl", "show", "-p", "ActiveState", "--value", unlock]).stdout.strip()
-        in ("failed", "inactive") and not g.run(["systemctl", "list-jobs", "--no-legend"]
-                                               ).stdout.strip(), 120)
-    waited = time.monotonic() - began
-    assert waited < 90, waited  # x-systemd.device-timeout=20s bounds it
-    assert "/mnt/offsite" not in g.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
-    assert ("copy", "success") not in runs(g)
-    g.unplug("d3")
