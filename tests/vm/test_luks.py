@@ -4,6 +4,7 @@ again, unplug; a month later only the new data is copied; a wrong keyfile never 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from .guest import Guest
@@ -115,3 +116,61 @@ def test_a_drive_whose_keyfile_does_not_open_it_is_never_mounted(
     assert "/mnt/offsite" not in mounts
     assert ("copy", "success") not in runs(g)
     g.unplug("d2")
+
+
+def test_a_keyfile_on_a_separate_usb_key(guest: Guest, tmp_path: Path) -> None:
+    g = guest
+    image = blank(tmp_path / "d3.img", 64)
+    device = luks_drive(g, image, "d3", "passphrase three")
+    uuid = g.run(["cryptsetup", "luksUUID", device]).stdout.strip()
+    # the USB key: a small ext4 disk holding the keyfile, which is added to the drive
+    key_image = blank(tmp_path / "key.img", 16)
+    key_dev = g.plug(key_image, "usbkey")
+    g.wait_until("the key disk", lambda: g.run(["test", "-b", key_dev], check=False).returncode == 0)
+    g.run(["mkfs.ext4", "-q", "-U", "12345678-1234-1234-1234-123456789abc", key_dev])
+    g.run(["sh", "-c", f"mkdir -p /mnt/k && mount {key_dev} /mnt/k && head -c 64 /dev/urandom "
+           f"> /mnt/k/d3.key && chmod 0400 /mnt/k/d3.key && cryptsetup luksAddKey --batch-mode "
+           f"{' '.join(WEAK)} --key-file /root/d3.pass {device} /mnt/k/d3.key && umount /mnt/k"])
+    g.unplug("d3")
+    # mounted read-only by its own fstab line when needed, waited for at most 20 s
+    g.run(["sh", "-c", "mkdir -p /media/offsite-key && echo 'UUID=12345678-1234-1234-1234-"
+           "123456789abc /media/offsite-key ext4 ro,nofail,noauto,x-systemd.device-timeout=20s "
+           "0 0' >> /etc/fstab && systemctl daemon-reload"])
+    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    g.write(CONFIG, json.dumps({
+        "drives": {"d3": {"uuid": uuid, "type": "luks", "keyfile": "/media/offsite-key/d3.key",
+                          "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d3"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    key_mount = "media-offsite\\x2dkey.mount"
+    g.run(["systemctl", "start", key_mount])  # `offsite check` reads the keyfile's mode
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+    g.run(["systemctl", "stop", key_mount])
+    # the key stays plugged; the drive comes: the unlock unit mounts the key (read-only)
+    # first, opens the drive with the key's file; the copy runs; the drive is locked again
+    g.plug(image, "d3")
+    g.wait_until("the copy", lambda: ("copy", "success") in runs(g), 300)
+    options = g.run(["findmnt", "-rn", "-o", "OPTIONS", "/media/offsite-key"]).stdout
+    assert options.startswith("ro,"), options
+    g.wait_until("the drive to be locked", lambda: g.run(
+        ["test", "-e", f"/dev/mapper/offsite-{uuid}"], check=False).returncode != 0, 60)
+    g.unplug("d3")
+
+    # without its key: the drive waits for it a bounded time (the key's 20 s device
+    # timeout), then its job gives up; the drive is never unlocked nor mounted
+    g.run(["systemctl", "stop", key_mount])
+    g.unplug("usbkey")
+    began = time.monotonic()
+    g.plug(image, "d3")
+    unit = "offsite-copy@d3.service"
+    g.wait_until("the copy job to give up", lambda: g.run(
+        ["systemctl", "show", "-p", "ActiveState", "--value", unit]).stdout.strip() != "activating"
+        and time.monotonic() - began > 5 and not g.run(
+            ["systemctl", "list-jobs", "--no-legend", unit]).stdout.strip(), 90)
+    assert time.monotonic() - began < 90
+    assert g.run(["test", "-e", f"/dev/mapper/offsite-{uuid}"], check=False).returncode != 0
+    assert "/mnt/offsite" not in g.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
+    assert runs(g).count(("copy", "success")) == 1
+    g.unplug("d3")
