@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from offsite import sandbox as sandboxmod
+from tests import tiers
 
 
 def _why_not() -> str | None:
@@ -23,12 +24,7 @@ def _why_not() -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = _why_not()
-    for item in items:
-        if "tests/system/" in str(item.fspath):
-            item.add_marker(pytest.mark.system)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    tiers.mark(items, "system", pytest.mark.system, _why_not())
 
 
 @pytest.fixture

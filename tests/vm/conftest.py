@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiers
+
 from .guest import Guest, booted, tools_missing
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = tools_missing()
-    for item in items:
-        if "tests/vm/" in str(item.fspath):
-            item.add_marker(pytest.mark.vm)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    tiers.mark(items, "vm", pytest.mark.vm, tools_missing())
 
 
 @pytest.fixture
