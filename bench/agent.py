@@ -22,11 +22,11 @@ from offsite import render, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.blinkstick_emulator import colors  # noqa: E402 - the tests' emulated device
+from tests.blinkstick_emulator import STATE_INSIDE, colors, plug_into  # noqa: E402
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
-EMU = "/run/offsite-test-blinkstick"
+EMU = STATE_INSIDE  # the tests' emulated BlinkStick
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -49,13 +49,7 @@ def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     plugs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     with sandbox.booted() as box:
-        box.run(["mkdir", "-p", EMU])
-        box.write(f"{EMU}/present", "")
-        emulator = "/opt/offsite-test/blinkstick_emulator.py"  # not under /tmp: PrivateTmp=
-        box.write(emulator, (ROOT / "tests" / "blinkstick_emulator.py").read_text())
-        box.write(f"/etc/systemd/system/{render.AGENT_UNIT}.d/emulated-led.conf", "\n".join([
-            "[Service]", f"Environment=OFFSITE_USB_BACKEND={emulator}",
-            f"Environment=OFFSITE_TEST_BLINKSTICK={EMU}", f"ReadWritePaths={EMU}", ""]))
+        plug_into(box)
         box.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--",
                  "/srv/borg/main"])
         box.write(CONFIG, json.dumps({

@@ -129,6 +129,24 @@ def get_backend() -> Backend:
     return _backend
 
 
+INSIDE = "/opt/offsite-test/blinkstick_emulator.py"  # not under /tmp: PrivateTmp= hides it
+STATE_INSIDE = "/run/offsite-test-blinkstick"
+
+
+def plug_into(box: Any) -> str:
+    """Give the agent of a sandbox (offsite.sandbox.Sandbox) this emulated, plugged-in
+    BlinkStick: a copy of this file inside, and a drop-in for offsite-agent.service.
+    Returns the state directory inside (see the module's docstring)."""
+    box.run(["mkdir", "-p", STATE_INSIDE])
+    box.write(f"{STATE_INSIDE}/present", "")
+    box.write(INSIDE, Path(__file__).read_text())
+    box.write("/etc/systemd/system/offsite-agent.service.d/emulated-led.conf", "\n".join([
+        "[Service]", f"Environment=OFFSITE_USB_BACKEND={INSIDE}",
+        f"Environment=OFFSITE_TEST_BLINKSTICK={STATE_INSIDE}", f"ReadWritePaths={STATE_INSIDE}",
+        ""]))
+    return STATE_INSIDE
+
+
 def colors(directory: Path) -> list[dict[str, Any]]:
     """What the emulated device was set to, oldest first (for the test's side)."""
     path = directory / "colors.jsonl"

@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from offsite import (
@@ -35,7 +35,6 @@ from offsite.run import CommandError
 
 logger = logging.getLogger("offsite")
 
-Handler = Callable[[argparse.Namespace], int]
 
 def cmd_check(args: argparse.Namespace) -> int:
     path: Path = args.file or args.config

@@ -15,15 +15,13 @@ import pytest
 
 from offsite import locks, render
 from offsite.sandbox import Sandbox
-from tests.blinkstick_emulator import colors
+from tests.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 
 from .records import history
 
-ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = str(Path(__import__("sys").prefix) / "bin" / "offsite")
 CONFIG = "/etc/offsite/offsite.yaml"
-EMU = "/run/offsite-test-blinkstick"
-EMULATOR = "/opt/offsite-test/blinkstick_emulator.py"
+EMU = STATE_INSIDE
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 REPO = "/srv/borg/main"
 BLUE, YELLOW, GREEN, RED, OFF = [0, 0, 128], [128, 128, 0], [0, 128, 0], [128, 0, 0], [0, 0, 0]
@@ -75,15 +73,7 @@ def release(box: Sandbox) -> None:
 @pytest.fixture
 def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
     """offsite installed with its agent running against the emulated BlinkStick."""
-    sandbox.run(["mkdir", "-p", EMU])
-    sandbox.write(f"{EMU}/present", "")
-    # a copy inside: the checkout may be under /tmp, which the agent's PrivateTmp= hides
-    sandbox.write(EMULATOR, (ROOT / "tests" / "blinkstick_emulator.py").read_text())
-    sandbox.write(f"/etc/systemd/system/{render.AGENT_UNIT}.d/emulated-led.conf", "\n".join([
-        "[Service]",
-        f"Environment=OFFSITE_USB_BACKEND={EMULATOR}",
-        f"Environment=OFFSITE_TEST_BLINKSTICK={EMU}",
-        f"ReadWritePaths={EMU}", ""]))
+    plug_into(sandbox)
     sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
     sandbox.write(CONFIG, json.dumps(config(), indent=1))
     offsite(sandbox, "install")
