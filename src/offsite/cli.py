@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from offsite import (
     __version__,
+    cloudraid,
     drives,
     follow,
     hooks,
@@ -21,15 +23,17 @@ from offsite import (
     jobs,
     mirror,
     namespace,
+    nbd,
     notify,
     render,
     spool,
     sshkeys,
+    targetops,
 )
 from offsite import config as configmod
 from offsite import log as logmod
 from offsite.errors import EXIT_FAILURE, Fatal
-from offsite.model import Config, DriveTrigger, Job, Schedule
+from offsite.model import Config, DriveTrigger, Job, Schedule, Target
 from offsite.render import Rendered
 from offsite.run import CommandError
 
@@ -145,15 +149,77 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     try:
-        drive = cfg.drive(args.drive)
+        if args.target:
+            mount, what = cfg.target(args.name).mount, f"target {args.name}"
+        else:
+            mount, what = cfg.drive(args.name).mount, f"drive {args.name}"
     except StopIteration:
-        raise Fatal(f"no drive named {args.drive!r} in {cfg.source}") from None
+        kind = "target" if args.target else "drive"
+        raise Fatal(f"no {kind} named {args.name!r} in {cfg.source}") from None
     if not namespace.inside(cfg):
         if namespace.holder(cfg) is None:
             return 0  # no namespace, no mount in it
-        return namespace.reenter(cfg, [_offsite_bin(args), "--config", cfg.source, "release",
-                                       "--", drive.name])
-    jobs.release(drive)
+        again: list[str | Path] = [_offsite_bin(args), "--config", cfg.source, "release"]
+        return namespace.reenter(cfg, [*again, *(["--target"] if args.target else []),
+                                       "--", args.name])
+    jobs.release(mount, what)
+    return 0
+
+
+def _target_arg(cfg: Config, name: str) -> Target:
+    try:
+        target: Target = cfg.target(name)
+        return target
+    except StopIteration:
+        known = ", ".join(t.name for t in cfg.targets) or "none"
+        raise Fatal(f"no target named {name!r} in {cfg.source}", f"known targets: {known}") from None
+
+
+def cmd_target(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    if args.action == "status" and args.name is None:
+        every = [targetops.status(t) for t in cfg.targets]
+        if args.json:
+            print(json.dumps(every, indent=1))
+        else:
+            sys.stdout.write("".join(targetops.as_text(f) for f in every) or "no targets\n")
+        return 0
+    if args.name is None:
+        raise Fatal(f"offsite target {args.action} needs a target name")
+    target = _target_arg(cfg, args.name)
+    if args.action == "status":
+        facts = targetops.status(target)
+        sys.stdout.write(json.dumps(facts, indent=1) + "\n" if args.json
+                         else targetops.as_text(facts))
+        return 0
+    if args.action == "assemble":
+        targetops.assemble(target)
+    elif args.action == "disassemble":
+        targetops.teardown(target)
+    elif args.action == "key":
+        if target.nbd is None:
+            raise Fatal(f"target {target.name} is a cloud RAID; only NBD targets have a key")
+        if not args.allowed_from:
+            raise Fatal("offsite target key needs --from ADDRESS (the address this machine "
+                        "connects from, as the far side sees it)")
+        key = nbd.ensure_key(target)
+        print(nbd.authorized_line(target, Path(f"{key}.pub").read_text(), args.allowed_from))
+    elif args.action == "create" and target.nbd is not None:
+        print(nbd.create(target))
+    elif target.raid is None:
+        raise Fatal(f"offsite target {args.action} is for cloud RAID targets; "
+                    f"{target.name} is an NBD target")
+    elif args.action == "create":
+        print(cloudraid.create(target))
+    elif args.action == "repair":
+        made = cloudraid.repair(target)
+        for path in made:
+            print(f"new member {path}: added and rebuilt at the next assembly")
+        if not made:
+            print(f"target {target.name}: every member has its image; nothing to repair")
+    elif args.action == "take-over":
+        count = cloudraid.take_over(target)
+        print(f"target {target.name}: {count} member marker(s) now name this computer")
     return 0
 
 
@@ -175,7 +241,12 @@ def cmd_drives(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     now = time.time()
     found = drives.rows(cfg, drives.load_records(cfg), now)
-    sys.stdout.write(drives.as_json(found) + "\n" if args.json else drives.table(found, now))
+    far = drives.target_rows(cfg, drives.load_target_records(cfg), now)
+    if args.json:
+        sys.stdout.write(drives.as_json(found, far) + "\n")
+    else:
+        sys.stdout.write(drives.table(found, now) if found or not far else "")
+        sys.stdout.write(("\n" if found else "") + drives.target_table(far, now) if far else "")
     return 0
 
 
@@ -421,8 +492,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unmount DRIVE inside the backup namespace if a drive job that was killed "
         "or lost its drive left it mounted. Drive job units run this after every run.",
     )
-    p.add_argument("drive", help="the drive's name in the configuration")
+    p.add_argument("--target", action="store_true", help="NAME is a target, not a drive")
+    p.add_argument("name", help="the drive's (or target's) name in the configuration")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser(
+        "target", parents=[common],
+        help="cloud RAID and NBD targets: create, assemble, disassemble, status, repair",
+        description="Targets other than a USB drive. create: write a cloud RAID's member "
+        "images (random data), its array, LUKS and filesystem. assemble/disassemble: what "
+        "the target unit runs around a job (degraded if a member is missing). status: "
+        "members, markers and health. repair: a fresh image for each missing member, "
+        "rebuilt at the next assembly. take-over: claim a set another computer used (after "
+        "it stopped). key: an NBD target's SSH key and the far side's authorized_keys line.",
+    )
+    p.add_argument("action", choices=["create", "assemble", "disassemble", "status", "repair",
+                                      "take-over", "key"])
+    p.add_argument("name", nargs="?", help="the target's name in the configuration")
+    p.add_argument("--from", dest="allowed_from", metavar="ADDRESS",
+                   help="key: the address this machine connects from")
+    p.add_argument("--json", action="store_true", help="status: machine-readable output")
+    p.set_defaults(func=cmd_target)
 
     p = sub.add_parser(
         "mirror-copy", parents=[common],

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from offsite import escape, timespan
 from offsite.model import (
+    CloudRaid,
     Config,
     Drive,
     DriveTrigger,
@@ -30,13 +31,16 @@ from offsite.model import (
     Led,
     Namespace,
     NamespaceMount,
+    NbdRemote,
     Notify,
     OnWarning,
     PullSource,
+    RaidLevel,
     Repository,
     Schedule,
     Smtp,
     SmtpSecurity,
+    Target,
 )
 from offsite.yamlsrc import Loc, MapNode, Node, ScalarNode, SeqNode, YamlError, parse
 
@@ -64,6 +68,10 @@ _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9/._+@ -]*$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$")
+_SIZE = re.compile(r"^([0-9]{1,12})\s*([KMGTkmgt])?(?:i?B)?$")
+# a target's name becomes an md array name, a device-mapper name and file names
+_TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
+_EXPORT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
@@ -271,6 +279,19 @@ class _Map:
             self.fail(key, str(exc), "write a systemd time span such as 90min, 6h or 1d")
             return default
 
+    def size(self, key: str, required: bool = False) -> int | None:
+        """A size in bytes, written like 512M, 20G or 1T (powers of 1024)."""
+        text = self.text(key, required)
+        if text is None:
+            return None
+        match = _SIZE.match(text.strip())
+        if not match:
+            self.fail(key, f"{text!r} is not a size", "write it like 512M, 20G or 1T")
+            return None
+        unit: str = match[2] or " "
+        factor: int = 1024 ** " KMGT".index(unit.upper())
+        return int(match[1]) * factor
+
     def text_list(self, key: str, required: bool = False) -> tuple[str, ...]:
         node = self.get(key)
         if node is None:
@@ -408,6 +429,97 @@ def _read_drive(m: _Map, name: str, host: HostChecks) -> Drive | None:
     return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, description, stale_after)
 
 
+def _read_target(m: _Map, name: str, host: HostChecks) -> Target | None:
+    ok = True
+    if not _TARGET_NAME.match(name):
+        m.r.problem(m.node.loc, m.path, f"target name {name!r} must be 1-24 lower-case letters, "
+                    "digits, - or _ (it names an md array and a device-mapper device)")
+        ok = False
+    kind = m.text("type", required=True)
+    keyfile = m.abspath("keyfile", required=True)
+    mount = m.abspath("mount", required=True)
+    description = m.text("description") or ""
+    stale_after = m.span("stale_after", 8 * 86400.0)
+    if keyfile is not None:
+        error = host.keyfile_error(keyfile)
+        if error:
+            m.fail("keyfile", error, f"chmod 0400 {keyfile}; chown root: {keyfile}")
+    raid: CloudRaid | None = None
+    nbd: NbdRemote | None = None
+    raid_keys = ("members", "member_size", "level")
+    nbd_keys = ("host", "export", "user", "port", "nbd_port", "host_key")
+    if kind == "cloud-raid":
+        for key in nbd_keys:
+            if m.has(key):
+                m.fail(key, f"{key} applies only to nbd targets")
+        raid = _read_raid(m)
+        ok = ok and raid is not None
+    elif kind == "nbd":
+        for key in raid_keys:
+            if m.has(key):
+                m.fail(key, f"{key} applies only to cloud-raid targets")
+        nbd = _read_nbd(m)
+        ok = ok and nbd is not None
+    elif kind is not None:
+        m.fail("type", f"{kind!r} is not a target type", "one of: cloud-raid, nbd")
+    m.done()
+    if not ok or keyfile is None or mount is None or (raid is None and nbd is None):
+        return None
+    return Target(name, keyfile, mount, raid, nbd, description, stale_after)
+
+
+def _read_raid(m: _Map) -> CloudRaid | None:
+    members = tuple(Path(p) for p in m.text_list("members", required=True))
+    size = m.size("member_size", required=True)
+    level_value = m.integer("level", 1, 6, 5)
+    level = next((lv for lv in RaidLevel if lv.value == str(level_value)), None)
+    if level is None:
+        m.fail("level", f"RAID level {level_value} is not offered", "one of: 5, 6, 1")
+        return None
+    for p in members:
+        if not p.is_absolute():
+            m.fail("members", f"{str(p)!r} must be an absolute path (a sync folder)")
+            return None
+    if len(set(members)) != len(members):
+        m.fail("members", "a folder is listed twice; each member needs its own provider")
+        return None
+    if members and len(members) < level.minimum:
+        m.fail("members", f"RAID{level.value} needs at least {level.minimum} members, "
+               f"got {len(members)}", "add a folder kept by another provider")
+        return None
+    if size is not None and size < 32 * 1024**2:
+        m.fail("member_size", "must be at least 32M (LUKS2 alone takes 16M)")
+        return None
+    if not members or size is None:
+        return None
+    return CloudRaid(members, size, level)
+
+
+def _read_nbd(m: _Map) -> NbdRemote | None:
+    host = m.text("host", required=True)
+    if host is not None and not _HOST.match(host):
+        m.fail("host", f"{host!r} is not a host name or address")
+        host = None
+    export = m.text("export", required=True)
+    if export is not None and not _EXPORT.match(export):
+        m.fail("export", f"{export!r} is not an export name offsite accepts",
+               "letters, digits, . _ - (at most 64)")
+        export = None
+    user = m.text("user") or "offsite"
+    if not _USER.match(user):
+        m.fail("user", f"{user!r} is not a valid user name")
+    port = m.integer("port", 1, 65535, 22)
+    nbd_port = m.integer("nbd_port", 1, 65535, 10809)
+    host_key = m.text("host_key")
+    if host_key is not None and not _HOST_KEY.match(host_key):
+        m.fail("host_key", f"{host_key!r} is not an SSH public key (type and base64)",
+               "take it from the far side: cat /etc/ssh/ssh_host_ed25519_key.pub")
+        host_key = None
+    if host is None or export is None:
+        return None
+    return NbdRemote(host, export, user, port, nbd_port, host_key)
+
+
 def _read_repository(m: _Map, name: str) -> Repository | None:
     path = m.abspath("path", required=True)
     borgmatic = m.abspath("borgmatic_config")
@@ -420,6 +532,7 @@ _KIND_ONLY = {
     "sample": {JobKind.RESTORE_TEST},
     "source": {JobKind.PULL},
     "destination": {JobKind.PULL},
+    "target": {JobKind.MIRROR},
 }
 
 
@@ -459,13 +572,21 @@ def _read_pull(m: _Map) -> PullSource | None:
 def _read_job(
     m: _Map, name: str, drives: dict[str, Drive], groups: dict[str, tuple[str, ...]],
     declared_drives: set[str] | None, repositories: set[str] | None,
-    calendars: list[tuple[str, _Map]],
+    calendars: list[tuple[str, _Map]], targets: set[str] | None = None,
 ) -> Job | None:
     kind = m.choice("kind", JobKind, required=True)
     description = m.text("description") or ""
     calendar = m.text("schedule")
     delay = m.span("randomized_delay", 0.0)
     drive = m.text("drive")
+    target = m.text("target")
+    if target is not None and drive is not None:
+        m.fail("target", "a mirror job copies to a drive or to a target, not both",
+               "split it into two jobs")
+    elif target is not None and targets is not None and target not in targets:
+        close = difflib.get_close_matches(target, sorted(targets), n=1)
+        m.fail("target", f"no target named {target!r}",
+               f"did you mean {close[0]!r}?" if close else "define it under targets:")
     trigger: Schedule | DriveTrigger | None = None
     if calendar is not None and drive is not None:
         m.fail("drive", "a job is started either by a schedule or by a drive, not both",
@@ -517,9 +638,10 @@ def _read_job(
             if m.has(key) and kind not in kinds:
                 allowed = " and ".join(sorted(kinds))
                 m.fail(key, f"{key} applies only to {allowed} jobs, not to {kind} jobs")
-        if kind is JobKind.MIRROR and drive is None:
+        if kind is JobKind.MIRROR and drive is None and target is None:
             m.r.problem(m.node.loc, m.key_path("drive"),
-                        "a mirror job needs the drive (or rotation group) it copies to")
+                        "a mirror job needs the drive (or rotation group) it copies to",
+                        "or a target: (cloud RAID, NBD) with a schedule")
         if kind in (JobKind.MIRROR, JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.BORGMATIC) \
                 and not repos and not m.has("repositories"):
             m.r.problem(m.node.loc, m.key_path("repositories"),
@@ -543,7 +665,7 @@ def _read_job(
         description=description, pull=pull, destination=destination, verify_data=verify_data,
         sample=sample if kind is JobKind.RESTORE_TEST else 0, healthcheck=healthcheck,
         on_warning=on_warning, mail_on_success=mail_on_success, stale_after=stale_after,
-        reads=reads,
+        reads=reads, target=target if kind is JobKind.MIRROR else None,
     )
 
 
@@ -695,11 +817,25 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
         if repo is not None:
             repositories[name] = repo
 
+    targets: dict[str, Target] = {}
+    for name, _loc, m in top.named_mappings("targets"):
+        target = _read_target(m, name, host)
+        if target is not None:
+            targets[name] = target
+    mounts = [(d.name, d.mount) for d in drives.values() if d.rotation is None] + \
+        [(t.name, t.mount) for t in targets.values()]
+    seen_mounts: dict[Path, str] = {}
+    for owner, mount in mounts:
+        if mount in seen_mounts:
+            reader.problem(top.loc("targets"), "targets", f"{owner!r} and {seen_mounts[mount]!r} "
+                           f"use the same mount point {mount}", "give each its own")
+        seen_mounts[mount] = owner
+
     jobs: list[Job] = []
     calendars: list[tuple[str, _Map]] = []
     for name, _loc, m in top.named_mappings("jobs"):
         job = _read_job(m, name, drives, groups, top.declared("drives"),
-                        top.declared("repositories"), calendars)
+                        top.declared("repositories"), calendars, top.declared("targets"))
         if job is not None:
             jobs.append(job)
     rejected = host.calendar_errors([expression for expression, _ in calendars])
@@ -720,7 +856,7 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(source, tuple(drives.values()), tuple(repositories.values()), tuple(jobs),
-                  notify, namespace)
+                  notify, namespace, tuple(targets.values()))
 
 
 def _check_unique(

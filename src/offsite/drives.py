@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from offsite import state
+from offsite import state, targets
 from offsite.model import Config
 
 
@@ -89,9 +90,60 @@ def table(drive_rows: list[DriveRow], now: float) -> str:
                      for line in lines) + "\n"
 
 
+@dataclass(frozen=True)
+class TargetRow:
+    name: str
+    kind: str  # cloud-raid or nbd
+    health: str  # ok, degraded, refused, failed; "unknown" before its first assembly
+    detail: str | None
+    last_copy: float | None
+    last_copy_bytes: int | None
+    stale: bool  # the last copy is older than the target's stale_after (or there is none)
+
+
+def target_rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[TargetRow]:
+    out = []
+    for target in cfg.targets:
+        record = records.get(target.name, {})
+        last_copy = record.get("last_copy")
+        last_copy = last_copy if isinstance(last_copy, int | float) else None
+        health = record.get("state")
+        detail = record.get("detail")
+        nbytes = record.get("last_copy_bytes")
+        out.append(TargetRow(
+            target.name, target.kind, health if isinstance(health, str) else "unknown",
+            detail if isinstance(detail, str) else None, last_copy,
+            nbytes if isinstance(nbytes, int) else None,
+            now - (last_copy if last_copy is not None else -math.inf) > target.stale_after))
+    return out
+
+
+def target_table(rows_: list[TargetRow], now: float) -> str:
+    header = ("TARGET", "KIND", "HEALTH", "LAST COPY", "COPIED", "")
+    lines = [header]
+    for r in rows_:
+        notes = []
+        if r.stale:
+            notes.append("STALE" if r.last_copy is not None else "no copy yet")
+        if r.health != "ok" and r.detail:
+            notes.append(r.detail)
+        health = r.health.upper() if r.health in ("degraded", "refused", "failed") else r.health
+        lines.append((r.name, r.kind, health, _age(r.last_copy, now), _size(r.last_copy_bytes),
+                      "; ".join(notes)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)] + [0]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines) + "\n"
+
+
+def load_target_records(cfg: Config, root: Path = state.STATE_DIR) -> dict[str, dict[str, Any]]:
+    return {t.name: state.read(targets.health_file(t, root)) for t in cfg.targets}
+
+
 def load_records(cfg: Config, root: Path = state.STATE_DIR) -> dict[str, dict[str, Any]]:
     return {d.uuid: state.read(state.drive_file(d.uuid, root)) for d in cfg.drives}
 
 
-def as_json(drive_rows: list[DriveRow]) -> str:
-    return json.dumps([asdict(r) for r in drive_rows], indent=1)
+def as_json(drive_rows: Sequence[DriveRow], target_rows_: Sequence[TargetRow] = ()) -> str:
+    """Drives, then targets (each with "target": true), in one list."""
+    return json.dumps([asdict(r) for r in drive_rows]
+                      + [{**asdict(r), "target": True} for r in target_rows_], indent=1)

@@ -15,10 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import borgjson, locks, mirror, namespace, pull, render, restoretest, state
+from offsite import (
+    borgjson,
+    cloudraid,
+    locks,
+    mirror,
+    namespace,
+    pull,
+    render,
+    restoretest,
+    state,
+    targets,
+)
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.log import fields
-from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning
+from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.run import CommandError, lines, run
 
 log = logging.getLogger(__name__)
@@ -35,6 +46,8 @@ def resources(cfg: Config, job: Job) -> list[str]:
     touched += [str(p) for p in job.reads]
     if isinstance(job.trigger, DriveTrigger):
         touched += [str(cfg.drive(name).mount) for name in job.trigger.drives]
+    if job.target is not None:
+        touched.append(str(cfg.target(job.target).mount))
     return touched
 
 
@@ -142,6 +155,8 @@ def _plugged_drive(ctx: Context) -> Drive | None:
 
 def _mirror(ctx: Context) -> Done:
     """Mount the drive (only in this namespace), copy each repository, sync, unmount."""
+    if ctx.job.target is not None:
+        return _mirror_to_target(ctx, ctx.cfg.target(ctx.job.target))
     drive = _plugged_drive(ctx)
     job = ctx.job
     if drive is None:
@@ -150,22 +165,9 @@ def _mirror(ctx: Context) -> Done:
         log.warning("skipped: drive %s is not plugged in; nothing to do", names,
                     extra=fields(job=job.name))
         raise Skip(f"drive {names} is not plugged in")
-    device = render.filesystem_device(drive)
     record = state.drive_file(drive.uuid)
     state.update(record, name=drive.name, last_seen=time.time())
-    _release_stale(drive)
-    run(["mount", "-o", "nodev,nosuid,noexec", "--", device, drive.mount])
-    copied = 0
-    try:
-        for name in job.repositories:
-            repo = ctx.cfg.repository(name)
-            target = drive.mount / name
-            log.info("copying repository %s to drive %s", name, drive.name,
-                     extra=fields(job=job.name, drive=drive.name))
-            copied += mirror.copy_locked(repo.path, target, ctx.offsite, job.name)
-        run(["sync", "--file-system", "--", drive.mount])
-    finally:
-        run(["umount", "--", drive.mount], check=False)
+    copied = _copy_to(ctx, render.filesystem_device(drive), drive.mount, f"drive {drive.name}")
     state.update(record, last_copy=time.time(), last_copy_bytes=copied, last_job=job.name)
     log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
              " and is locked when this job ends" if drive.type is DriveType.LUKS
@@ -174,24 +176,65 @@ def _mirror(ctx: Context) -> Done:
     return Done(bytes=copied)
 
 
-def release(drive: Drive) -> bool:
-    """Unmount the drive in this namespace if a job left it mounted (killed before it could
-    unmount). Lazily: the device under it may be gone. True if there was a mount.
+def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> int:
+    """Mount device at mount (only in this namespace), copy each repository, sync, unmount."""
+    job = ctx.job
+    _release_stale(mount, what)
+    run(["mount", "-o", "nodev,nosuid,noexec", "--", device, mount])
+    copied = 0
+    try:
+        for name in job.repositories:
+            repo = ctx.cfg.repository(name)
+            log.info("copying repository %s to %s", name, what, extra=fields(job=job.name))
+            copied += mirror.copy_locked(repo.path, mount / name, ctx.offsite, job.name)
+        run(["sync", "--file-system", "--", mount])
+    finally:
+        run(["umount", "--", mount], check=False)
+    return copied
+
+
+def _mirror_to_target(ctx: Context, target: Target) -> Done:
+    """The target unit assembled and unlocked it before this job (Wants=, After=); it
+    takes it down again after. A target that could not be assembled fails the job with
+    the assembly's reason, so the failure mail says it."""
+    job = ctx.job
+    device = targets.filesystem_device(target)
+    if not Path(device).exists():
+        health = state.read(targets.health_file(target))
+        why = health.get("detail") if health.get("state") in ("refused", "failed") else None
+        raise Fatal(f"target {target.name} is not assembled: "
+                    + (str(why) if why else f"see journalctl -u {targets.unit(target)}"))
+    copied = _copy_to(ctx, device, target.mount, f"target {target.name}")
+    state.update(targets.health_file(target), last_copy=time.time(), last_copy_bytes=copied,
+                 last_job=job.name)
+    trouble = cloudraid.degraded_now(target) if target.raid is not None else None
+    if trouble:
+        raise Fatal(f"the copy to target {target.name} is complete ({copied} bytes), but the "
+                    f"target is DEGRADED: {trouble}. Put the member's file back (the next run "
+                    f"resyncs it), or make a new one: offsite target repair {target.name}")
+    log.info("target %s holds a complete copy; it is unmounted and is locked when this job "
+             "ends", target.name, extra=fields(job=job.name))
+    return Done(bytes=copied)
+
+
+def release(mount: Path, what: str) -> bool:
+    """Unmount a drive or target in this namespace if a job left it mounted (killed before
+    it could unmount). Lazily: the device under it may be gone. True if there was a mount.
 
     A job running now holds the mount point's lock and owns what is mounted there: then
     nothing is touched (that job clears a stale mount itself before it mounts).
     """
-    with locks.try_held(str(drive.mount), f"release of drive {drive.name}") as free:
-        return free and _release_stale(drive)
+    with locks.try_held(str(mount), f"release of {what}") as free:
+        return free and _release_stale(mount, what)
 
 
-def _release_stale(drive: Drive) -> bool:
+def _release_stale(mount: Path, what: str) -> bool:
     """Called with the mount point's lock held: anything mounted there is stale."""
-    if str(drive.mount) not in namespace.mount_points():
+    if str(mount) not in namespace.mount_points():
         return False
-    log.warning("%s is still mounted from a job that did not finish; unmounting it",
-                drive.mount, extra=fields(drive=drive.name))
-    run(["umount", "--lazy", "--", drive.mount])
+    log.warning("%s (%s) is still mounted from a job that did not finish; unmounting it",
+                mount, what)
+    run(["umount", "--lazy", "--", mount])
     return True
 
 

@@ -43,6 +43,65 @@ class Drive:
     stale_after: float = 62 * 86400.0  # seconds; an older last copy is reported
 
 
+class RaidLevel(StrEnum):
+    RAID5 = "5"
+    RAID6 = "6"
+    RAID1 = "1"
+
+    @property
+    def tolerance(self) -> int:
+        """How many members may be missing while the data is still complete (3+ members)."""
+        return {"5": 1, "6": 2, "1": -1}[self.value]
+
+    @property
+    def minimum(self) -> int:
+        return {"5": 3, "6": 4, "1": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class CloudRaid:
+    """Image files, one per folder that a different sync provider keeps in sync."""
+
+    members: tuple[Path, ...]  # the folders; each holds offsite-<target>.img and .marker
+    member_size: int  # bytes, of each image file
+    level: RaidLevel = RaidLevel.RAID5
+
+    def tolerance(self) -> int:
+        """Members that may be missing or stale while every block is still there."""
+        n = len(self.members)
+        return n - 1 if self.level is RaidLevel.RAID1 else self.level.tolerance
+
+
+@dataclass(frozen=True)
+class NbdRemote:
+    """A disk served by nbd-server on the far side's loopback, reached through SSH."""
+
+    host: str
+    export: str
+    user: str = "offsite"
+    port: int = 22  # SSH
+    nbd_port: int = 10809  # nbd-server, on the far side's 127.0.0.1
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; else trusted on first use
+
+
+@dataclass(frozen=True)
+class Target:
+    """Somewhere other than a USB drive that a mirror job copies to: assembled by the
+    target unit before the job, torn down after it. Always LUKS with a keyfile."""
+
+    name: str
+    keyfile: Path
+    mount: Path  # inside the backup namespace
+    raid: CloudRaid | None = None
+    nbd: NbdRemote | None = None
+    description: str = ""
+    stale_after: float = 8 * 86400.0
+
+    @property
+    def kind(self) -> str:
+        return "cloud-raid" if self.raid is not None else "nbd"
+
+
 @dataclass(frozen=True)
 class Repository:
     name: str
@@ -89,6 +148,7 @@ class Job:
     mail_on_success: bool = False  # a mail after every successful run, not only recovery
     stale_after: float | None = None  # seconds; no success for longer raises an alert
     reads: tuple[Path, ...] = ()  # paths others write (a pull's holding directory): locked too
+    target: str | None = None  # mirror: a target (cloud RAID, NBD) instead of a drive
 
 
 @dataclass(frozen=True)
@@ -163,9 +223,13 @@ class Config:
     jobs: tuple[Job, ...]
     notify: Notify = Notify()
     namespace: Namespace = Namespace()
+    targets: tuple[Target, ...] = ()
 
     def drive(self, name: str) -> Drive:
         return next(d for d in self.drives if d.name == name)
+
+    def target(self, name: str) -> Target:
+        return next(t for t in self.targets if t.name == name)
 
     def repository(self, name: str) -> Repository:
         return next(r for r in self.repositories if r.name == name)

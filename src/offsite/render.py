@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offsite import escape, state, timespan
+from offsite import escape, nbd, state, targets, timespan
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING
-from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
+from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule, Target
 
 PREFIX = "offsite-"
 NOTIFY_TEMPLATE = "offsite-notify@.service"
@@ -173,7 +173,8 @@ NO_MOUNT_NAMESPACE = frozenset({
 })
 
 
-def _job_hardening(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path]) -> list[Option]:
+def _job_hardening(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path],
+                   target: Target | None = None) -> list[Option]:
     # Health pings and mail leave through offsite-outbox.service, not from the job.
     network = job.kind in (JobKind.PULL, JobKind.BORGMATIC)
     families = "AF_UNIX AF_INET AF_INET6" if network else "AF_UNIX"
@@ -214,6 +215,10 @@ def _job_hardening(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path]
         options.append(("DevicePolicy", "closed", "only the drive itself, nothing else in /dev"))
         allow = " ".join(sorted({filesystem_device(d) for d in drives}))
         options.append(("DeviceAllow", f"{allow} rw", "the drive's filesystem, to mount it"))
+    elif target is not None:
+        options.append(("DevicePolicy", "closed", "only the target's unlocked device"))
+        options.append(("DeviceAllow", f"{targets.filesystem_device(target)} rw",
+                        "the target's filesystem, to mount it"))
     else:
         options.append(("PrivateDevices", "yes", "a job without a drive needs no device"))
     return options
@@ -243,6 +248,8 @@ def _kind_title(kind: JobKind) -> str:
 def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Drive | None) -> str:
     about = job.description or _kind_title(job.kind)
     target = f" to drive {drive.name}" if drive else ""
+    if job.target is not None:
+        target = f" to target {job.target}"
     unit = [
         "[Unit]",
         f"Description=offsite {unit_value(job.name)}{unit_value(target)}: {unit_value(about)}",
@@ -263,12 +270,22 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
             unit += ["# Unlocked for the job; locked again when no job needs it.",
                      f"Requires={unlock}", f"After={unlock}"]
         argv += ["--drive", drive.name]
+    dest = cfg.target(job.target) if job.target is not None else None
+    if dest is not None:
+        unit += ["# The target unit assembles and unlocks the target before the job and takes it",
+                 "# down after it. Wants=, not Requires=: if it cannot, the job still runs and",
+                 "# fails with the reason, so the failure mail and the LED say it.",
+                 f"Wants={targets.unit(dest)}", f"After={targets.unit(dest)}"]
     unit += ["# Jobs run inside the backup mount namespace; a reboot or a stop ends it, and",
              "# this brings it back.", f"Requires={NAMESPACE_UNIT}", f"After={NAMESPACE_UNIT}"]
     if job.kind in (JobKind.PULL, JobKind.BORGMATIC):
         unit += ["Wants=network-online.target", "After=network-online.target"]
     argv += ["--", job.name]
     release: list[str] = []
+    if dest is not None:
+        release = ["# A killed job leaves no mount behind in the namespace.",
+                   "ExecStopPost=" + exec_line([offsite, "--config", config_path, "release",
+                                                "--target", "--", dest.name])]
     if drive is not None:
         # Runs however the job ended (killed, drive pulled): no stale mount is left.
         release = ["# A killed job, or a pulled drive, leaves no mount behind in the namespace.",
@@ -301,7 +318,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         f"LogExtraFields={word('JOB=' + job.name)}",
         "Nice=10",
         "IOSchedulingClass=idle",
-        _format(_job_hardening(job, [drive] if drive else [], repo_paths)).rstrip("\n"),
+        _format(_job_hardening(job, [drive] if drive else [], repo_paths, dest)).rstrip("\n"),
     ]
     text = "\n".join(unit) + "\n\n" + "\n".join(service) + "\n"
     if drive is not None:
@@ -373,6 +390,107 @@ def _unlock(drive: Drive) -> str:
         f"ExecStop={detach}",
         "TimeoutSec=2min",
         "SyslogIdentifier=offsite-unlock",
+        _format(options).rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _target(target: Target, offsite: Path, config_path: Path) -> str:
+    """Assemble (or attach) and unlock before the job; lock and take down after it."""
+    base: list[str | Path] = [offsite, "--config", config_path, "target"]
+    if target.raid is not None:
+        what = f"cloud RAID{target.raid.level.value} over {len(target.raid.members)} folders"
+        modules = ["loop", "raid456", "raid1", "dm_crypt"]
+        before = ["# The member folders (sync clients' folders) must be mounted first.",
+                  f"RequiresMountsFor={path_list(target.raid.members)}"]
+        writable = path_list(target.raid.members)
+    else:
+        assert target.nbd is not None  # noqa: S101 - a target is one or the other
+        what = f"network block device on {target.nbd.host}"
+        modules = ["nbd", "dm_crypt"]
+        tunnel = targets.tunnel_unit(target)
+        before = ["# The SSH tunnel first; Wants=: a tunnel that does not come up is a",
+                  "# failed assembly, with the reason, not a silently skipped job.",
+                  f"Wants={tunnel}", f"After={tunnel}"]
+        writable = ""
+    options: list[Option] = [
+        opt for opt in BASE_HARDENING
+        if opt[0] in NO_MOUNT_NAMESPACE or opt[0] in ("ProtectHostname", "ProtectClock",
+                                                      "ProtectKernelLogs", "ProtectControlGroups")
+    ]
+    options += [
+        ("ProtectSystem", "full", "/usr, /boot and /etc read-only; md and cryptsetup use /run"),
+        ("PrivateTmp", "yes", "nothing shared through /tmp"),
+        ("PrivateNetwork", "yes", "the tunnel is a unix socket; nothing here uses the network"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_NETLINK", "the journal, udev and nbd's netlink"),
+        ("RestrictNamespaces", "yes", "no namespaces at all"),
+        ("CapabilityBoundingSet",
+         "CAP_SYS_ADMIN CAP_IPC_LOCK CAP_MKNOD CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH "
+         "CAP_FOWNER CAP_CHOWN",
+         "loop, md, nbd and device-mapper need SYS_ADMIN; cryptsetup locks key memory; "
+         "the member files may belong to the sync client's user"),
+    ]
+    lines = [
+        "[Unit]",
+        f"Description=offsite: target {unit_value(target.name)} ({unit_value(what)})",
+        "Documentation=man:offsite(1)",
+        *before,
+        "# Locked and taken down as soon as the last job that wants it has ended.",
+        "StopWhenUnneeded=yes",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "# '+': loading modules is not for the sandbox below; '-': already built in is fine.",
+        "ExecStartPre=-+/sbin/modprobe -a " + " ".join(modules),
+        f"ExecStart={exec_line([*base, 'assemble', '--', target.name])}",
+        "# Locks, lets a resync finish (bounded), stops the array, detaches: in that order.",
+        f"ExecStop={exec_line([*base, 'disassemble', '--', target.name])}",
+        "TimeoutStartSec=5min",
+        "TimeoutStopSec=1h",
+        "SyslogIdentifier=offsite",
+        f"LogExtraFields={word('TARGET=' + target.name)}",
+        *(["# The member images live there (the sync client may own the folder).",
+           f"ReadWritePaths={writable}"] if writable else []),
+        _format(options).rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tunnel(target: Target) -> str:
+    assert target.nbd is not None  # noqa: S101 - NBD targets only
+    options: list[Option] = [
+        *BASE_HARDENING,
+        ("CapabilityBoundingSet", "", "ssh needs no privilege to forward one port"),
+        ("ProtectSystem", "strict", "nothing on disk is written but known_hosts"),
+        ("ReadWritePaths", path_list([nbd.key_dir(target)]),
+         "its key and known_hosts (a first connection records the host key)"),
+        ("ProtectHome", "yes", "no home directory is read"),
+        ("PrivateTmp", "yes", "nothing shared through /tmp"),
+        ("PrivateDevices", "yes", "ssh needs no device"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6", "the socket and the network"),
+        ("RestrictNamespaces", "yes", "no namespaces at all"),
+        ("SystemCallFilter", "@system-service", "what a service needs"),
+        ("SystemCallErrorNumber", "EPERM", "a refused call fails cleanly"),
+    ]
+    lines = [
+        "[Unit]",
+        f"Description=offsite: SSH tunnel to target {unit_value(target.name)} on "
+        f"{unit_value(target.nbd.host)}",
+        "Documentation=man:ssh(1)",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "# Closed when the target unit no longer needs it.",
+        "StopWhenUnneeded=yes",
+        "",
+        "[Service]",
+        "Type=exec",
+        "# -N: no command; the key may only forward to nbd-server (see offsite target key).",
+        f"ExecStart={exec_line(nbd.ssh_argv(target))}",
+        "RuntimeDirectory=offsite offsite/tunnels",
+        "RuntimeDirectoryMode=0700",
+        "RuntimeDirectoryPreserve=yes",
+        "SyslogIdentifier=offsite-tunnel",
         _format(options).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
@@ -582,6 +700,10 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
     for drive in cfg.drives:
         if drive.type is DriveType.LUKS:
             files[unlock_unit(drive.name)] = _unlock(drive)
+    for target in cfg.targets:
+        files[targets.unit(target)] = _target(target, offsite, config_path)
+        if target.nbd is not None:
+            files[targets.tunnel_unit(target)] = _tunnel(target)
     files[NAMESPACE_UNIT] = _namespace(offsite, config_path)
     files[NOTIFY_TEMPLATE] = _notify(offsite, config_path)
     for name, text in {**_outbox(cfg, offsite, config_path), **_stale(offsite, config_path)}.items():

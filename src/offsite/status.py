@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from offsite import drives, history, render, state
+from offsite.drives import TargetRow
 from offsite.mailtext import span
 from offsite.model import Config, DriveTrigger, Schedule
 from offsite.run import run
@@ -38,6 +39,7 @@ class JobRow:
 class Status:
     jobs: list[JobRow]
     drives: list[drives.DriveRow]
+    targets: list[TargetRow]
     led: str | None
     led_why: str | None
     agent: str
@@ -84,8 +86,9 @@ def collect(cfg: Config, now: float | None = None) -> Status:
     rows.sort(key=lambda r: (r.result != "failed", r.name))
     led = state.read(LED_STATE)
     agent = run(["systemctl", "is-active", "--", render.AGENT_UNIT], check=False).stdout.strip()
-    return Status(rows, drives.rows(cfg, drives.load_records(cfg), now), led.get("state"),
-                  led.get("why"), agent or "unknown")
+    return Status(rows, drives.rows(cfg, drives.load_records(cfg), now),
+                  drives.target_rows(cfg, drives.load_target_records(cfg), now),
+                  led.get("state"), led.get("why"), agent or "unknown")
 
 
 def _ago(t: float | None, now: float) -> str:
@@ -123,7 +126,11 @@ def render_text(s: Status, now: float) -> str:
     for j in s.jobs:
         if j.result == "failed" and j.detail:
             lines.append(_short(f"  {j.name}: {j.detail}", 79))
-    lines += ["", drives.table(s.drives, now).rstrip()]
+    if s.drives:
+        lines += ["", drives.table(s.drives, now).rstrip()]
+    if s.targets:
+        lines += ["", *(_short(line, 79) for line in
+                        drives.target_table(s.targets, now).rstrip().splitlines())]
     return "\n".join(lines) + "\n"
 
 

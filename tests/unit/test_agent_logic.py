@@ -129,10 +129,14 @@ def test_status_puts_failures_first_and_fits_80_columns() -> None:
                       4000.0, None, 0),
     ]
     drive_rows = drives.rows(cfg(), {}, now)
-    text = status.render_text(status.Status(rows, drive_rows, "failed", "failed: a", "active"),
-                              now)
+    target_rows = [drives.TargetRow("cloud", "cloud-raid", "degraded",
+                                    "missing: /srv/sync/a-provider-with-a-long-folder-name/and/more",
+                                    now - 7200, 123456, False)]
+    text = status.render_text(status.Status(rows, drive_rows, target_rows, "failed", "failed: a",
+                                            "active"), now)
     lines = text.splitlines()
     assert lines[0] == "1 job(s) FAILED: a-job-with-a-rather-long-name"
     assert "red (a job failed)" in lines[1]
     assert max(len(line) for line in lines) <= 80, [ln for ln in lines if len(ln) > 80]
     assert "FAILED x3" in text and "running" in text and "in 2h" in text
+    assert "cloud   cloud-raid  DEGRADED  2h ago" in text, text

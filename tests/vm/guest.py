@@ -33,7 +33,9 @@ CACHE = Path("/var/cache/offsite-vm")
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "cryptsetup", "kmod", "rsync",
             "borgbackup", "python3", "python3-venv", "linux-image-cloud-amd64",
-            "qemu-guest-agent", "e2fsprogs", "util-linux", "mount")
+            "qemu-guest-agent", "e2fsprogs", "util-linux", "mount",
+            # other targets (cloud RAID, network block device over SSH)
+            "mdadm", "nbd-client", "nbd-server", "openssh-server", "openssh-client")
 BOOT_TIMEOUT = 240.0
 MEMORY_MB = 1536
 
@@ -70,7 +72,10 @@ def _base_rootfs() -> Path:
     run(["chroot", work, "passwd", "-d", "root"])
     # no network in the guest: nothing should wait for it
     run(["chroot", work, "systemctl", "mask", "systemd-networkd-wait-online.service",
-         "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer"],
+         "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+         # tests start these themselves, each with its own settings
+         "mdmonitor.service", "mdcheck_start.timer", "mdcheck_continue.timer",
+         "mdmonitor-oneshot.timer", "nbd-server.service", "ssh.service", "ssh.socket"],
         check=False)
     run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
     os.replace(f"{tarball}.tmp", tarball)
