@@ -17,6 +17,12 @@ from offsite.run import CommandError, run
 log = logging.getLogger(__name__)
 
 
+def load_modules(*names: str) -> None:
+    """What the target unit's ExecStartPre= does, for the commands run by hand (create,
+    grow): built in or loaded already is fine, and a failure shows in the next step."""
+    run(["modprobe", "-a", *names], check=False)
+
+
 def attach_loop(image: Path) -> str:
     """A loop device over image (direct I/O off: the sync client reads the file too)."""
     return run(["losetup", "--find", "--show", "--", image]).stdout.strip()

@@ -217,6 +217,8 @@ def cmd_target(args: argparse.Namespace) -> int:
             print(f"new member {path}: added and rebuilt at the next assembly")
         if not made:
             print(f"target {target.name}: every member has its image; nothing to repair")
+    elif args.action == "grow":
+        print(cloudraid.grow(target))
     elif args.action == "take-over":
         count = cloudraid.take_over(target)
         print(f"target {target.name}: {count} member marker(s) now name this computer")
@@ -503,11 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
         "images (random data), its array, LUKS and filesystem. assemble/disassemble: what "
         "the target unit runs around a job (degraded if a member is missing). status: "
         "members, markers and health. repair: a fresh image for each missing member, "
-        "rebuilt at the next assembly. take-over: claim a set another computer used (after "
+        "rebuilt at the next assembly. grow: add the members listed beyond the set's size "
+        "(md reshape, then LUKS and ext4 grown). take-over: claim a set another computer used (after "
         "it stopped). key: an NBD target's SSH key and the far side's authorized_keys line.",
     )
     p.add_argument("action", choices=["create", "assemble", "disassemble", "status", "repair",
-                                      "take-over", "key"])
+                                      "grow", "take-over", "key"])
     p.add_argument("name", nargs="?", help="the target's name in the configuration")
     p.add_argument("--from", dest="allowed_from", metavar="ADDRESS",
                    help="key: the address this machine connects from")

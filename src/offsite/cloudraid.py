@@ -65,9 +65,10 @@ def _write_marker(target: Target, folder: Path, marker: targets.Marker) -> None:
     durable.replace(targets.marker_path(target, folder), marker.to_json(), mode=0o600)
 
 
-def _marker(set_id: str, member: int, generation: int, machine: str, status: str) -> targets.Marker:
+def _marker(set_id: str, member: int, generation: int, machine: str, status: str,
+            size: int) -> targets.Marker:
     return targets.Marker(set_id, member, generation, machine, socket.gethostname(), status,
-                          time.time())
+                          time.time(), size)
 
 
 def _random_image(path: Path, size: int) -> None:
@@ -138,6 +139,20 @@ def _wait_idle(md: str, seconds: float) -> bool:
     return True
 
 
+def _release_from_udev(loops: list[str]) -> None:
+    """udev's incremental assembly (mdadm -I from the md rules) may have claimed the new
+    loop devices for an array of its own; wait for udev, then stop any array that holds
+    them (it can only be this set's: the loops were attached just now)."""
+    run(["udevadm", "settle", "--timeout=30"], check=False)
+    holders = set()
+    for loop in loops:
+        base = Path("/sys/block") / Path(loop).name / "holders"
+        holders |= {h.name for h in base.glob("md*")} if base.exists() else set()
+    for md in sorted(holders):
+        log.info("stopping /dev/%s, which udev assembled on its own from this set's members", md)
+        run(["mdadm", "--stop", f"/dev/{md}"], check=False)
+
+
 def _stop_md(md: str) -> None:
     if os.path.exists(md):
         run(["mdadm", "--stop", md], check=False)
@@ -156,6 +171,7 @@ def create(target: Target) -> str:
                 raise Fatal(f"target {target.name}: {path} exists already; refusing to "
                             "overwrite a member", "offsite target status NAME shows the set")
     machine = blockdev.machine_id()
+    blockdev.load_modules("loop", f"raid{'456' if raid.level.value != '1' else '1'}", "dm_crypt")
     set_id = secrets.token_hex(16)
     made: list[Path] = []
     loops: list[str] = []
@@ -191,9 +207,9 @@ def create(target: Target) -> str:
     for loop in loops:
         blockdev.detach_loop(loop)
     for i, folder in enumerate(raid.members):
-        _write_marker(target, folder, _marker(set_id, i, 1, machine, "clean"))
+        _write_marker(target, folder, _marker(set_id, i, 1, machine, "clean", len(loops)))
     state.write(targets.health_file(target), {"state": "ok", "detail": "created", "created": time.time()})
-    size = raid.member_size * (len(raid.members) - raid.tolerance())
+    size = raid.member_size * (len(raid.members) - raid.tolerance())  # usable
     return (f"target {target.name}: RAID{raid.level.value} over {len(raid.members)} members, "
             f"about {size // 2**20} MiB before LUKS and ext4")
 
@@ -225,6 +241,7 @@ def assemble(target: Target) -> dict[str, Any]:
             for stale in blockdev.loops_of(image):
                 blockdev.detach_loop(stale)
             loops[i] = blockdev.attach_loop(image)
+        _release_from_udev(list(loops.values()))
         run(["mdadm", "--assemble", md, "--run", *(loops[i] for i in the_plan.assemble)])
         in_array = _array_members(md)
         for i in (*the_plan.assemble, *the_plan.add):
@@ -238,7 +255,8 @@ def assemble(target: Target) -> dict[str, Any]:
         generation = the_plan.generation + 1
         for i in loops:
             _write_marker(target, members[i].folder,
-                          _marker(the_plan.set_id, i, generation, machine, "assembled"))
+                          _marker(the_plan.set_id, i, generation, machine, "assembled",
+                                  the_plan.size))
         blockdev.luks_open(md, targets.mapper_name(target), target.keyfile)
     except (CommandError, Fatal) as exc:
         blockdev.luks_close(targets.mapper_name(target))
@@ -251,6 +269,7 @@ def assemble(target: Target) -> dict[str, Any]:
     detail = targets.describe(the_plan, members)
     record = {"md": os.path.realpath(md), "loops": {str(i): d for i, d in loops.items()},
               "generation": generation, "set": the_plan.set_id, "degraded": degraded,
+              "size": the_plan.size,
               "missing": [str(members[i].folder) for i in the_plan.missing],
               "resyncing": [str(members[i].folder) for i in the_plan.add], "detail": detail}
     state.write(targets.runtime_file(target), record)
@@ -298,15 +317,16 @@ def teardown(target: Target) -> None:
             blockdev.detach_loop(stale)
     generation = record.get("generation")
     set_id = record.get("set")
-    if isinstance(generation, int) and isinstance(set_id, str):
+    size = record.get("size")
+    if isinstance(generation, int) and isinstance(set_id, str) and isinstance(size, int):
         machine = blockdev.machine_id()
         for i in sorted(in_sync):
             _write_marker(target, raid.members[i],
-                          _marker(set_id, i, generation + 1, machine, "clean"))
-    missing = len(raid.members) - len(in_sync)
+                          _marker(set_id, i, generation + 1, machine, "clean", size))
+    missing = (size if isinstance(size, int) else len(raid.members)) - len(in_sync)
     if record:
         _note_health(target, state="degraded" if degraded or missing else "ok",
-                     detail=f"{missing} of {len(raid.members)} members not in sync"
+                     detail=f"{missing} member(s) not in sync"
                      if missing else "all members in sync", disassembled=time.time())
     targets.runtime_file(target).unlink(missing_ok=True)
     log.info("target %s locked, array stopped, loops detached (%d of %d members in sync)",
@@ -314,14 +334,22 @@ def teardown(target: Target) -> None:
 
 
 def degraded_now(target: Target) -> str | None:
-    """While assembled: why the array lacks redundancy right now, or None."""
+    """While assembled, at the end of a job: why the array lacks redundancy, or None. A
+    rebuild that is running is waited for (bounded): after it, the copy is whole again."""
     record = state.read(targets.runtime_file(target))
     md = md_device(target)
     missing = [m for m in record.get("missing", []) if isinstance(m, str)]
     if missing:
         return "missing: " + ", ".join(missing)
-    if os.path.exists(md) and _degraded(md) > 0:
-        return f"{_degraded(md)} member(s) still resyncing ({_sync_action(md)})"
+    if not os.path.exists(md):
+        return None
+    if _sync_action(md) not in ("idle", "frozen"):
+        log.info("target %s: waiting for md to finish rebuilding (%s)", target.name,
+                 ", ".join(record.get("resyncing", [])) or _sync_action(md),
+                 extra=fields(target=target.name))
+        _wait_idle(md, RESYNC_WAIT)
+    if _degraded(md) > 0:
+        return f"{_degraded(md)} member(s) not in sync ({_sync_action(md)})"
     return None
 
 
@@ -335,16 +363,93 @@ def repair(target: Target) -> list[Path]:
     if not marked:
         raise Fatal(f"target {target.name} has no member with a marker", "offsite target create")
     set_id = marked[0].set_id
+    size = max(m.size for m in marked)
     machine = blockdev.machine_id()
     made = []
-    for m in members:
+    for m in members[:size]:  # members beyond the set's size join with `grow`
         if m.image:
             continue
         image = targets.image_path(target, m.folder)
         _random_image(image, raid.member_size)
-        _write_marker(target, m.folder, _marker(set_id, m.index, 0, machine, "blank"))
+        _write_marker(target, m.folder, _marker(set_id, m.index, 0, machine, "blank", size))
         made.append(image)
     return made
+
+
+def grow(target: Target) -> str:
+    """Add the members the config lists beyond the set's size: new random images, added
+    to the array, reshaped (md keeps the data readable throughout), then LUKS and the
+    filesystem grown to the new size; torn down after, like a job's assembly."""
+    raid = _raid(target)
+    _check_folders(target)
+    members = read_members(target)
+    the_plan = targets.plan(raid, members, blockdev.machine_id())
+    if the_plan.refusal is not None:
+        raise Fatal(f"target {target.name} cannot grow: "
+                    + the_plan.refusal.replace("NAME", target.name))
+    if not the_plan.new:
+        return f"target {target.name}: every member in the config is in the set already"
+    if the_plan.degraded:
+        raise Fatal(f"target {target.name} is degraded ({targets.describe(the_plan, members)}); "
+                    f"repair it first", f"offsite target repair {target.name}, then a run")
+    for i in the_plan.new:
+        for path in (targets.image_path(target, members[i].folder),
+                     targets.marker_path(target, members[i].folder)):
+            if path.exists():
+                raise Fatal(f"target {target.name}: {path} exists already; refusing to "
+                            "overwrite it", "move it away if it is not needed")
+    new_size = the_plan.size + len(the_plan.new)
+    blockdev.load_modules("loop", f"raid{'456' if raid.level.value != '1' else '1'}", "dm_crypt")
+    made = []
+    for i in the_plan.new:
+        image = targets.image_path(target, members[i].folder)
+        log.info("writing %s (%d MiB of random data)", image, raid.member_size // 2**20)
+        _random_image(image, raid.member_size)
+        made.append(image)
+    added = False
+    try:
+        record = assemble(target)
+    except Fatal:
+        for image in made:
+            image.unlink(missing_ok=True)
+        raise
+    md = md_device(target)
+    try:
+        loops = {i: blockdev.attach_loop(targets.image_path(target, members[i].folder))
+                 for i in the_plan.new}
+        record["loops"].update({str(i): d for i, d in loops.items()})
+        state.write(targets.runtime_file(target), record)
+        _release_from_udev(list(loops.values()))
+        run(["mdadm", md, "--add", *loops.values()])
+        added = True
+        backup = targets.health_file(target).with_suffix(".reshape")
+        backup.unlink(missing_ok=True)
+        args = [f"--raid-devices={new_size}"]
+        if raid.level.value != "1":
+            args.append(f"--backup-file={backup}")
+        run(["mdadm", "--grow", md, *args], timeout=600)
+        log.info("target %s: md reshapes onto %d members", target.name, new_size)
+        time.sleep(1)
+        if not _wait_idle(md, RESYNC_WAIT):
+            raise Fatal(f"the reshape of target {target.name} did not finish in "
+                        f"{RESYNC_WAIT:g} s", "it goes on; see cat /proc/mdstat")
+        mapper = targets.mapper_name(target)
+        run(["cryptsetup", "resize", "--key-file", target.keyfile, "--", mapper])
+        run(["e2fsck", "-f", "-p", targets.filesystem_device(target)], ok_codes=(0, 1))
+        run(["resize2fs", targets.filesystem_device(target)], timeout=3600)
+        backup.unlink(missing_ok=True)
+        record["size"] = new_size
+        state.write(targets.runtime_file(target), record)
+    except CommandError as exc:
+        raise Fatal(f"could not grow target {target.name}: {exc}") from exc
+    finally:
+        teardown(target)
+        if not added:  # nothing of the set is on the new images: take them away again
+            for image in made:
+                image.unlink(missing_ok=True)
+    return (f"target {target.name}: grown to {new_size} members, about "
+            f"{raid.member_size * (new_size - raid.tolerance(new_size)) // 2**20} MiB before "
+            "LUKS and ext4")
 
 
 def take_over(target: Target) -> int:
@@ -357,7 +462,7 @@ def take_over(target: Target) -> int:
             continue
         _write_marker(target, m.folder, _marker(m.marker.set_id, m.index, m.marker.generation,
                                                 machine, "clean" if m.marker.state != "blank"
-                                                else "blank"))
+                                                else "blank", m.marker.size))
         count += 1
     return count
 

@@ -66,9 +66,10 @@ class CloudRaid:
     member_size: int  # bytes, of each image file
     level: RaidLevel = RaidLevel.RAID5
 
-    def tolerance(self) -> int:
-        """Members that may be missing or stale while every block is still there."""
-        n = len(self.members)
+    def tolerance(self, size: int | None = None) -> int:
+        """Members of a set of size (default: all in the config) that may be missing or
+        stale while every block is still there."""
+        n = len(self.members) if size is None else size
         return n - 1 if self.level is RaidLevel.RAID1 else self.level.tolerance
 
 

@@ -79,12 +79,18 @@ def writable_paths(cfg: Config) -> list[Path]:
     return unique
 
 
+def mount_points_of(cfg: Config) -> list[Path]:
+    """Where drives and targets are mounted during their jobs (made when it is sealed)."""
+    return sorted({d.mount for d in cfg.drives} | {t.mount for t in cfg.targets}, key=str)
+
+
 def spec(cfg: Config) -> list[list[str]]:
-    """What a namespace started from cfg is made of: its mounts and writable paths. A
-    running namespace whose recorded spec differs must be started afresh to match."""
+    """What a namespace started from cfg is made of: its mounts, writable paths and mount
+    points. A running namespace whose recorded spec differs must be started afresh."""
     mounts = [["mount", m.what, str(m.where), m.type or "", ",".join(m.options)]
               for m in cfg.namespace.mounts]
-    return mounts + [["writable", str(p)] for p in writable_paths(cfg)]
+    return mounts + [["writable", str(p)] for p in writable_paths(cfg)] + \
+        [["mountpoint", str(p)] for p in mount_points_of(cfg)]
 
 
 def needs_restart(cfg: Config) -> bool:
@@ -104,7 +110,7 @@ def seal(cfg: Config) -> None:
                     "namespace hold`")
     # Mount points and offsite's own directories are made; repositories and pull
     # destinations are not (a missing repository must stay a clear error).
-    for path in [*(m.where for m in cfg.namespace.mounts), *(d.mount for d in cfg.drives),
+    for path in [*(m.where for m in cfg.namespace.mounts), *mount_points_of(cfg),
                  STATE_DIR, RUN_DIR, *BORG_DIRS]:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     for m in cfg.namespace.mounts:

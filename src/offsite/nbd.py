@@ -139,6 +139,7 @@ def create(target: Target) -> str:
     """LUKS and a filesystem on the remote disk, formatted from here (the far side never
     sees the key). Refuses a disk that holds LUKS already."""
     ensure_key(target)
+    blockdev.load_modules("nbd", "dm_crypt")
     socket_path(target).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # its own ssh for this once (the tunnel unit stops itself when no target unit needs it)
     tunnel = spawn(ssh_argv(target))

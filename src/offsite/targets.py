@@ -80,12 +80,13 @@ class Marker:
     hostname: str  # for messages only
     state: str  # "assembled" (in use now, or a crash), "clean" (torn down), "blank" (new)
     time: float
+    size: int  # how many members the set has (grows with `offsite target grow`)
 
     def to_json(self) -> str:
         return json.dumps({"set": self.set_id, "member": self.member,
                            "generation": self.generation, "machine": self.machine,
                            "hostname": self.hostname, "state": self.state,
-                           "time": self.time}, indent=1) + "\n"
+                           "time": self.time, "size": self.size}, indent=1) + "\n"
 
 
 STATES = ("assembled", "clean", "blank")
@@ -116,13 +117,14 @@ def parse_marker(text: str) -> Marker:
         raise MarkerError(f"'state' is not one of {', '.join(STATES)}")
     member = field("member", int)
     generation = field("generation", int)
-    if not 0 <= member < 64 or not 0 <= generation < 2**62:
-        raise MarkerError("'member' or 'generation' is out of range")
+    size = field("size", int)
+    if not 0 <= member < 64 or not 0 <= generation < 2**62 or not 2 <= size <= 64:
+        raise MarkerError("'member', 'generation' or 'size' is out of range")
     when = data.get("time")
     hostname = data.get("hostname")
     return Marker(set_id, member, generation, machine,
                   printable(hostname) if isinstance(hostname, str) else "?", state,
-                  float(when) if isinstance(when, int | float) else 0.0)
+                  float(when) if isinstance(when, int | float) else 0.0, size)
 
 
 def printable(text: str, limit: int = 64) -> str:
@@ -150,6 +152,8 @@ class Plan:
     set_id: str
     generation: int  # the newest generation among the markers
     refusal: str | None = None  # why it must not be assembled here, if it must not
+    new: tuple[int, ...] = ()  # in the config beyond the set's size: for `offsite target grow`
+    size: int = 0  # members the set has now
 
     @property
     def degraded(self) -> bool:
@@ -186,9 +190,15 @@ def plan(raid: CloudRaid, members: list[Member], machine: str) -> Plan:
             "here too would fork the set. If that computer no longer uses it, stop offsite "
             "there and run: offsite target take-over NAME")
     newest = max(m.marker.generation for m in marked if m.marker)
-    assemble, add, missing = [], [], []
+    size = max(m.marker.size for m in marked if m.marker)
+    if len(members) < size:
+        return refused(f"the configuration lists {len(members)} members, but the set has "
+                       f"{size}: put the missing folders back under members:")
+    assemble, add, missing, new = [], [], [], []
     for m in members:
-        if not m.image or m.marker is None:
+        if m.index >= size:
+            new.append(m.index)  # not part of the array yet, whatever is in the folder
+        elif not m.image or m.marker is None:
             missing.append(m.index)
         elif m.marker.state == "blank":
             add.append(m.index)
@@ -199,14 +209,16 @@ def plan(raid: CloudRaid, members: list[Member], machine: str) -> Plan:
         else:
             assemble.append(m.index)
     usable = len(assemble)
-    needed = len(members) - raid.tolerance()
+    needed = size - raid.tolerance(size)
     if usable < needed:
         return Plan(tuple(assemble), tuple(add), tuple(missing), set_id, newest,
-                    f"only {usable} of {len(members)} members are current; RAID"
+                    f"only {usable} of {size} members are current; RAID"
                     f"{raid.level.value} needs {needed} (missing: "
                     f"{', '.join(str(members[i].folder) for i in missing) or 'none'}; stale: "
-                    f"{', '.join(str(members[i].folder) for i in add) or 'none'})")
-    return Plan(tuple(assemble), tuple(add), tuple(missing), set_id, newest)
+                    f"{', '.join(str(members[i].folder) for i in add) or 'none'})",
+                    tuple(new), size)
+    return Plan(tuple(assemble), tuple(add), tuple(missing), set_id, newest, None, tuple(new),
+                size)
 
 
 def describe(plan_: Plan, members: list[Member]) -> str:
@@ -216,4 +228,7 @@ def describe(plan_: Plan, members: list[Member]) -> str:
         parts.append("missing: " + ", ".join(str(members[i].folder) for i in plan_.missing))
     if plan_.add:
         parts.append("resyncing: " + ", ".join(str(members[i].folder) for i in plan_.add))
+    if plan_.new:
+        parts.append("not in the set yet (offsite target grow NAME): "
+                     + ", ".join(str(members[i].folder) for i in plan_.new))
     return "; ".join(parts) if parts else "all members current"

@@ -103,7 +103,7 @@ def test_a_size_that_is_not_a_size(tmp_path: Path, keyfile: Path) -> None:
 
 def marker(machine: str = ME, generation: int = 3, state: str = "clean",
            set_id: str = SET, member: int = 0) -> targets.Marker:
-    return targets.Marker(set_id, member, generation, machine, "box", state, 1.0)
+    return targets.Marker(set_id, member, generation, machine, "box", state, 1.0, 3)
 
 
 def test_a_marker_round_trips() -> None:
@@ -121,7 +121,9 @@ def test_a_marker_round_trips() -> None:
     ('{"set": "' + SET + '", "member": true, "generation": 1, "machine": "' + ME
      + '", "state": "clean"}', "'member'"),
     ('{"set": "' + SET + '", "member": 0, "generation": 1, "machine": "' + ME
-     + '", "state": "owned"}', "'state'"),
+     + '", "state": "owned", "size": 3}', "'state'"),
+    ('{"set": "' + SET + '", "member": 0, "generation": 1, "machine": "' + ME
+     + '", "state": "clean", "size": 99}', "out of range"),
 ])
 def test_a_marker_from_a_sync_folder_is_checked(text: str, fragment: str) -> None:
     with pytest.raises(targets.MarkerError, match=re.escape(fragment)):
@@ -198,6 +200,21 @@ def test_members_of_different_sets_are_refused() -> None:
     assert plan.refusal is not None and "different sets" in plan.refusal
 
 
+def test_members_beyond_the_sets_size_wait_for_grow() -> None:
+    four = CloudRaid((*RAID5.members, Path("/d")), RAID5.member_size)
+    found = [*members(marker(), marker(), marker()), targets.Member(3, Path("/d"), False, None)]
+    plan = targets.plan(four, found, ME)
+    assert plan.refusal is None and plan.new == (3,) and plan.size == 3 and not plan.degraded
+    assert "not in the set yet" in targets.describe(plan, found)
+
+
+def test_fewer_members_in_the_config_than_in_the_set_is_refused() -> None:
+    bigger = targets.Marker(SET, 2, 3, ME, "box", "clean", 1.0, 4)
+    found = [*members(marker(), marker(), marker())[:2], targets.Member(2, Path("/c"), True, bigger)]
+    plan = targets.plan(RAID5, found, ME)
+    assert plan.refusal is not None and "the set has 4" in plan.refusal
+
+
 def test_no_marker_at_all_is_refused() -> None:
     plan = targets.plan(RAID5, members(None, None, None), ME)
     assert plan.refusal is not None and "offsite target create" in plan.refusal
@@ -231,3 +248,15 @@ def test_the_far_sides_key_may_only_forward_to_nbd_server(tmp_path: Path, keyfil
                     'command="/bin/false" ssh-ed25519 AAAAC3Nz x')
     with pytest.raises(Exception, match="address pattern"):
         nbd.authorized_line(cfg.target("remote"), "ssh-ed25519 AAAA x", 'x" evil')
+
+
+class _AnyKeyfile(config.SystemHostChecks):
+    def keyfile_error(self, path: Path) -> str | None:
+        return None  # the example's keyfiles do not exist on this machine
+
+
+def test_the_targets_example_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = config.load(root / "examples" / "targets.yaml", _AnyKeyfile())
+    assert [t.kind for t in cfg.targets] == ["cloud-raid", "nbd"]
+    assert {j.target for j in cfg.jobs} == {"cloud", "remote"}

@@ -66,14 +66,20 @@ def led(g: Guest) -> str:
     return str(json.loads(g.run(["cat", "/run/offsite/led.json"]).stdout)["state"])
 
 
-def verify_copy(g: Guest) -> str:
-    """Assemble by hand, mount outside any job, run borg check on the copy, take it down."""
+def verify_copy(g: Guest) -> tuple[str, int]:
+    """Assemble by hand, mount outside any job, list the copy's archives and measure the
+    filesystem's size, take it down."""
     g.run([*OFFSITE, "target", "assemble", "cloud"])
     try:
         g.run(["mkdir", "-p", "/mnt/verify"])
         g.run(["mount", "-o", "ro", "/dev/mapper/offsite-target-cloud", "/mnt/verify"])
         try:
-            return g.run(["borg", "list", "--short", "/mnt/verify/main"]).stdout
+            # a cache of its own: the copy has the source's id and may be older than its cache
+            listing = g.run(["sh", "-c", "BORG_BASE_DIR=$(mktemp -d) "
+                             "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes "
+                             "borg list --bypass-lock --short /mnt/verify/main"]).stdout
+            size = g.run(["df", "-B1", "--output=size", "/mnt/verify"]).stdout.split()[-1]
+            return listing, int(size)
         finally:
             g.run(["umount", "/mnt/verify"])
     finally:
@@ -86,14 +92,16 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     g.run(["mkdir", "-p", *FOLDERS])
     _keyfile(g)
     _repo(g, 300_000)
-    g.write(CONFIG, json.dumps({
-        "targets": {"cloud": {"type": "cloud-raid", "level": 5, "members": FOLDERS,
-                              "member_size": "40M", "keyfile": KEY, "mount": "/mnt/cloud"}},
+    cloud = {"type": "cloud-raid", "level": 5, "members": FOLDERS, "member_size": "40M",
+             "keyfile": KEY, "mount": "/mnt/cloud"}
+    settings = {
+        "targets": {"cloud": cloud},
         "repositories": {"main": {"path": REPO}},
         "jobs": {"cloudcopy": {"kind": "mirror", "repositories": ["main"], "target": "cloud"}},
         "notify": {"email": {"to": ["me@example.org"], "from": "offsite@example.org",
                              "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}}},
-    }))
+    }
+    g.write(CONFIG, json.dumps(settings))
     print(g.run([*OFFSITE, "target", "create", "cloud"], timeout=600).stdout)
     images = [f"{f}/offsite-cloud.img" for f in FOLDERS]
     sums = g.run(["sha256sum", *images]).stdout.split()[::2]
@@ -105,7 +113,8 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     assert start_job(g, unit), g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
     g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
     assert "/mnt/cloud" not in namespace_mounts(g)
-    assert "one" in verify_copy(g)
+    listing, first_size = verify_copy(g)
+    assert "one" in listing
     markers = [json.loads(g.run(["cat", f"{f}/offsite-cloud.marker"]).stdout) for f in FOLDERS]
     assert {m["state"] for m in markers} == {"clean"}
     assert len({m["generation"] for m in markers}) == 1
@@ -123,7 +132,7 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     status = g.run([*OFFSITE, "target", "status", "cloud"]).stdout
     assert "NO IMAGE" in status and "DEGRADED" in status, status
     g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
-    listing = verify_copy(g)  # degraded, by hand: the data is all there
+    listing, _ = verify_copy(g)  # degraded, by hand: the data is all there
     assert "one" in listing and "two" in listing, listing
 
     # a new member file: the next run rebuilds it, and the alert clears
@@ -139,8 +148,25 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     health = json.loads(g.run(["cat", "/var/lib/offsite/targets/cloud.json"]).stdout)
     assert health["state"] == "ok", health
 
+    # a fourth provider: the set grows onto it, the data stays, the filesystem grows
+    folders = [*FOLDERS, "/srv/sync/box"]
+    g.run(["mkdir", "-p", folders[-1]])
+    cloud["members"] = folders
+    g.write(CONFIG, json.dumps(settings))
+    g.run([*OFFSITE, "install"], timeout=600)
+    assert "not in the set yet" in g.run([*OFFSITE, "target", "status", "cloud"]).stdout
+    print(g.run([*OFFSITE, "target", "grow", "cloud"], timeout=900).stdout)
+    assert leftovers(g) == []
+    markers = [json.loads(g.run(["cat", f"{f}/offsite-cloud.marker"]).stdout) for f in folders]
+    assert {(m["state"], m["size"]) for m in markers} == {("clean", 4)}, markers
+    listing, grown_size = verify_copy(g)
+    assert "one" in listing and "two" in listing, listing
+    assert grown_size > first_size * 1.3, (first_size, grown_size)
+    assert start_job(g, unit), g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
+    g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
+
     # another computer assembled the set (its marker): refused, nothing set up here
-    for folder in FOLDERS:
+    for folder in folders:
         path = f"{folder}/offsite-cloud.marker"
         marker = json.loads(g.run(["cat", path]).stdout)
         marker.update(machine="0123456789abcdef0123456789abcdef", hostname="laptop",
@@ -155,3 +181,73 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     assert refused.returncode != 0 and "laptop" in refused.stderr, refused
     assert leftovers(g) == []
     assert runs(g)[-1] == ("cloudcopy", "failed")
+
+
+def _nbd_far_side(g: Guest) -> None:
+    """sshd and nbd-server on the guest's loopback: the "remote" host is the guest itself."""
+    g.run(["sh", "-c", "mkdir -p /run/sshd /srv/nbd /etc/nbd-server && ssh-keygen -A && "
+           "truncate -s 64M /srv/nbd/disk.img"])
+    g.write("/etc/nbd-server/test.conf", "[generic]\n    listenaddr = 127.0.0.1\n"
+            "    port = 10809\n[offsite]\n    exportname = /srv/nbd/disk.img\n")
+    g.run(["systemd-run", "--unit", "test-sshd", "/usr/sbin/sshd", "-D", "-e",
+           "-o", "ListenAddress=127.0.0.1"])
+    g.run(["systemd-run", "--unit", "test-nbd", "nbd-server", "-C",
+           "/etc/nbd-server/test.conf", "-d"])
+
+
+def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops(
+        guest: Guest) -> None:
+    g = guest
+    _nbd_far_side(g)
+    _keyfile(g)
+    _repo(g, 200_000)
+    g.write(CONFIG, json.dumps({
+        "targets": {"remote": {"type": "nbd", "host": "127.0.0.1", "user": "root",
+                               "export": "offsite", "keyfile": KEY, "mount": "/mnt/remote"}},
+        "repositories": {"main": {"path": REPO}},
+        "jobs": {"remotecopy": {"kind": "mirror", "repositories": ["main"],
+                                "target": "remote"}},
+        "notify": {"email": {"to": ["me@example.org"], "from": "offsite@example.org",
+                             "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}}},
+    }))
+    line = g.run([*OFFSITE, "target", "key", "remote", "--from", "127.0.0.1"]).stdout.strip()
+    assert line.startswith('restrict,port-forwarding,permitopen="127.0.0.1:10809"'), line
+    g.run(["sh", "-c", "mkdir -p -m 0700 /root/.ssh"])
+    g.write("/root/.ssh/authorized_keys", line + "\n", mode=0o600)
+    # the key opens no shell on the far side
+    shell = g.run(["ssh", "-i", "/var/lib/offsite/ssh/target-remote/tunnel", "-o",
+                   "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "root@127.0.0.1",
+                   "touch /tmp/pwned"], check=False)
+    assert g.run(["test", "-e", "/tmp/pwned"], check=False).returncode != 0, shell
+    g.run([*OFFSITE, "install"], timeout=600)
+    print(g.run([*OFFSITE, "target", "create", "remote"], timeout=600).stdout)
+    assert leftovers(g) == []
+
+    unit = "offsite-remotecopy.service"
+    assert start_job(g, unit), g.run(["journalctl", "-b", "--no-pager", "-n", "80"]).stdout
+    g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
+    g.wait_until("the tunnel to close", lambda: g.run(
+        ["systemctl", "is-active", "offsite-tunnel-remote.service"], check=False
+    ).stdout.strip() in ("inactive", "failed"), 60)
+    assert runs(g)[-1] == ("remotecopy", "success")
+
+    # the tunnel dies while the job copies: the job fails with a mail, nothing stays mounted
+    g.run(["sh", "-c", f"head -c 30000000 /dev/urandom > /srv/data/big && borg create "
+           f"{REPO}::big /srv/data/big"], timeout=600)
+    g.run(["systemctl", "start", "--no-block", unit])
+    g.wait_until("the copy to begin", lambda: "copying repository" in g.run(
+        ["journalctl", "-u", unit, "-n", "5", "--no-pager"]).stdout, 300)
+    g.run(["systemctl", "kill", "--signal=KILL", "offsite-tunnel-remote.service"])
+    g.wait_until("the job to end", lambda: g.run(
+        ["systemctl", "is-active", unit], check=False).stdout.strip() in ("failed", "inactive"),
+        300)
+    assert runs(g)[-1] == ("remotecopy", "failed"), runs(g)
+    g.wait_until("the failure mail to be spooled",
+                 lambda: any("FAILED" in s for s in spooled_subjects(g)), 60)
+    assert "/mnt/remote" not in namespace_mounts(g)
+    g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 120)
+
+    # the next run brings up a fresh tunnel and succeeds
+    assert start_job(g, unit), g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
+    assert runs(g)[-1] == ("remotecopy", "success")
+    g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
