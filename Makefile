@@ -22,9 +22,7 @@ unit: setup
 system: setup
 	$(VENV)/pytest tests/system
 
-# Benchmarks print figures against anchors measured in the same run (needs root).
+# Every benchmark, then one table: each figure beside its anchor measured in the same run,
+# the ratio and the goal (needs root; boots sandboxes).
 bench: setup
-	$(VENV)/python bench/install_scale.py
-	$(VENV)/python bench/plug_latency.py
-	$(VENV)/python bench/mirror_copy.py
-	$(VENV)/python bench/agent.py
+	$(VENV)/python bench/all.py

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from table import Figure, report
+
 from offsite import render, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,20 +96,18 @@ def main() -> int:
             box.unplug(device)
             box.run(["udevadm", "settle"])
 
-    print(f"agent idle for {seconds:.0f} s (clock tick {1000 / TICK:.0f} ms):")
-    print(f"  CPU ticks   agent {agent_ticks:>4}   idle python anchor {anchor_ticks:>4}   "
-          f"goal: 0  {'OK' if agent_ticks == 0 else 'MISSED'}")
-    print(f"  RSS MiB     agent {agent_rss:>6.1f} idle python anchor {anchor_rss:>6.1f} "
-          f"ratio {agent_rss / anchor_rss:.2f}x   goal: <= 40  "
-          f"{'OK' if agent_rss <= 40 else 'MISSED'}")
     p95 = percentile(led_ms, 95)
-    print(f"LED reaction to a plug, {plugs} plugs (ms from losetup):")
-    print(f"  LED working colour  median {statistics.median(led_ms):6.1f}  p95 {p95:6.1f}")
-    print(f"  systemd job start   median {statistics.median(start_ms):6.1f}  p95 "
-          f"{percentile(start_ms, 95):6.1f}   (anchor)")
-    print(f"  ratio of medians {statistics.median(led_ms) / statistics.median(start_ms):.2f}x   "
-          f"goal: p95 <= 100 ms  {'OK' if p95 <= 100 else 'MISSED'}")
-    return 0
+    med = statistics.median
+    return report([
+        Figure("agent", f"idle {seconds:.0f} s: CPU ticks", agent_ticks, "", "idle python",
+               anchor_ticks, "0", agent_ticks == 0),
+        Figure("agent", "resident memory", agent_rss, "MiB", "idle python", anchor_rss,
+               "<= 40 MiB", agent_rss <= 40),
+        Figure("agent", f"plug -> LED colour, median of {plugs}", med(led_ms), "ms",
+               "systemd job start", med(start_ms)),
+        Figure("agent", f"plug -> LED colour, p95 of {plugs}", p95, "ms", "job start p95",
+               percentile(start_ms, 95), "<= 100 ms", p95 <= 100),
+    ])
 
 
 if __name__ == "__main__":

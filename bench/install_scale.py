@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import Figure, report
+
 from offsite import config, render, sandbox
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -57,14 +59,13 @@ def main() -> int:
         timers = box.systemctl("list-timers", "--all", "--no-legend", "--plain").stdout
         active = sum(1 for line in timers.splitlines() if "offsite-job" in line)
     print(f"jobs: {jobs}; unit files and links: {len(rendered.files) + len(rendered.links)}")
-    print(f"{'figure':<36}{'value':>10}{'anchor':>22}{'ratio':>8}  goal")
-    print(f"{'install (offsite install, wall)':<36}{install_s:>9.2f}s"
-          f"{'render alone ' + f'{render_s:.2f}s':>22}{install_s / render_s:>7.1f}x  < 10 s")
-    print(f"{'daemon reloads':<36}{count:>10}{'':>22}{'':>8}  1")
-    print(f"{'timers active after install':<36}{active:>10}{'':>22}{'':>8}  {jobs}")
-    ok = count == 1 and active == jobs and install_s < 10
-    print("OK" if ok else "GOAL MISSED")
-    return 0 if ok else 1
+    return report([
+        Figure("install_scale", f"offsite install, {jobs} jobs (wall)", install_s, "s",
+               "render alone", render_s, "< 10 s", install_s < 10),
+        Figure("install_scale", "daemon reloads", count, "", goal="1", ok=count == 1),
+        Figure("install_scale", "timers active after install", active, "", goal=str(jobs),
+               ok=active == jobs),
+    ])
 
 
 if __name__ == "__main__":

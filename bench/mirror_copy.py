@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import Figure, report
+
 from offsite import mirror
 from offsite.run import run
 
@@ -81,17 +83,16 @@ def main() -> int:
 
         print(f"repository: {tree_bytes(before) / (1 << 20):.0f} MiB in "
               f"{len(before.segments())} segments")
-        print(f"{'figure':<34}{'value':>12}{'anchor':>22}{'ratio':>8}  goal")
-        print(f"{'full mirror (with fsync)':<34}{mirror_s:>11.2f}s{'cp -a ' + f'{cp_s:.2f}s':>22}"
-              f"{mirror_s / cp_s:>7.2f}x  -")
-        print(f"{'incremental: bytes written':<34}{incremental.bytes_copied:>12}"
-              f"{'changed ' + str(changed):>22}{incremental.bytes_copied / changed:>7.3f}x  <= 1.05x")
-        print(f"{'full: bytes written':<34}{full.bytes_copied:>12}"
-              f"{'repo ' + str(tree_bytes(before)):>22}"
-              f"{full.bytes_copied / tree_bytes(before):>7.3f}x  1.0x")
-        ok = incremental.bytes_copied <= 1.05 * changed
-        print("OK" if ok else "GOAL MISSED")
-        return 0 if ok else 1
+        return report([
+            Figure("mirror_copy", "full mirror, with fsync", mirror_s, "s", "cp -a + sync",
+                   cp_s),
+            Figure("mirror_copy", "incremental: bytes written", incremental.bytes_copied,
+                   "bytes", "bytes changed", changed, "<= 1.05x",
+                   incremental.bytes_copied <= 1.05 * changed),
+            Figure("mirror_copy", "full: bytes written", full.bytes_copied, "bytes",
+                   "repository", tree_bytes(before), "<= 1.01x",
+                   full.bytes_copied <= 1.01 * tree_bytes(before)),
+        ])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

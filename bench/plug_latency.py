@@ -17,6 +17,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from table import Figure, report
+
 from offsite import escape, render, sandbox
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -93,17 +95,14 @@ def main() -> int:
         job_start, job_log = measure(box, box.make_drive("d1", DRIVE_UUID), unit, ["JOB=copy"],
                                      "started", "succeeded", plugs)
 
-    def row(name: str, value: list[float], anchor: list[float], goal: str) -> None:
-        v, a = statistics.median(value), statistics.median(anchor)
-        print(f"{name:<38}{v:>8.0f} ms{'bare ' + f'{a:.0f} ms':>16}{v / a:>7.2f}x  {goal}")
-
     print(f"{plugs} plugs each; medians")
-    print(f"{'figure':<38}{'value':>11}{'anchor':>16}{'ratio':>8}  goal")
-    row("plug -> unit starting", job_start, floor_start, "<= 1.5x")
-    row("plug -> first line of the job", job_log, floor_log, "-")
-    ok = statistics.median(job_start) <= 1.5 * statistics.median(floor_start)
-    print("OK" if ok else "GOAL MISSED")
-    return 0 if ok else 1
+    med = statistics.median
+    return report([
+        Figure("plug_latency", "plug -> job unit starting", med(job_start), "ms", "bare unit",
+               med(floor_start), "<= 1.5x", med(job_start) <= 1.5 * med(floor_start)),
+        Figure("plug_latency", "plug -> first line of the job", med(job_log), "ms",
+               "bare unit's line", med(floor_log)),
+    ])
 
 
 if __name__ == "__main__":

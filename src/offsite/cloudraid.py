@@ -492,16 +492,16 @@ def as_text(facts: dict[str, Any]) -> str:
     lines = [f"target {facts['name']}: cloud RAID{facts['level']}, "
              + ("assembled now" if facts["assembled"] else "not assembled")]
     for row in facts["members"]:
-        gen = row["generation"] if row["generation"] is not None else "-"
-        lines.append(f"  {row['folder']}: {'image' if row['image'] else 'NO IMAGE'}, "
-                     f"marker {row['state']}, generation {gen}")
+        marker = (f"marker {row['state']}, generation {row['generation']}"
+                  if row["generation"] is not None else row["state"])
+        lines.append(f"  {row['folder']}: {'image' if row['image'] else 'NO IMAGE'}, {marker}")
     plan_ = facts["plan"]
     if plan_["refusal"]:
         lines.append(f"  would be REFUSED: {plan_['refusal']}")
     elif plan_["degraded"]:
         lines.append(f"  next assembly runs DEGRADED: {plan_['detail']}")
     else:
-        lines.append("  next assembly: all members current")
+        lines.append(f"  next assembly: {plan_['detail']}")
     return "\n".join(lines) + "\n"
 
 
