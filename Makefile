@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set up what they need.
 VENV := .venv/bin
 
-.PHONY: setup demo test lint unit system bench
+.PHONY: setup demo test lint unit system bench docs
 setup:
 	@./scripts/setup
 
@@ -26,3 +26,7 @@ system: setup
 # the ratio and the goal (needs root; boots sandboxes).
 bench: setup
 	$(VENV)/python bench/all.py
+
+# The configuration reference, generated from src/offsite/configref.py and the model.
+docs: setup
+	$(VENV)/python -m offsite.configref > docs/config-reference.md

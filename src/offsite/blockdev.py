@@ -7,7 +7,6 @@ from a device or a marker reaches these command lines.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -65,15 +64,6 @@ def luks_close(name: str, attempts: int = 10) -> None:
             raise Fatal(f"could not lock {name}: {result.stderr.strip()}",
                         "something still holds it: is it mounted somewhere?")
         time.sleep(0.5)
-
-
-def wait_for(path: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def machine_id(path: Path = Path("/etc/machine-id")) -> str:

@@ -91,6 +91,20 @@ def ensure_key(target: Target) -> Path:
     return path
 
 
+def _listening(path: Path, seconds: float) -> bool:
+    """ssh accepts on the tunnel's socket (a file left by an earlier ssh does not count)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.2)
+
+
 def _free_device() -> str:
     """An /dev/nbdN nobody uses (size 0 and no client)."""
     for block in sorted(Path("/sys/block").glob("nbd*"), key=lambda p: int(p.name[3:] or 0)):
@@ -110,7 +124,7 @@ def _connected(device: str) -> bool:
 def assemble(target: Target, unlock: bool = True) -> dict[str, Any]:
     remote = _remote(target)
     sock = socket_path(target)
-    if not blockdev.wait_for(str(sock), TUNNEL_WAIT):
+    if not _listening(sock, TUNNEL_WAIT):
         why = (f"the SSH tunnel to {remote.host} did not come up within {TUNNEL_WAIT:g} s "
                f"(journalctl -u {targets.tunnel_unit(target)})")
         state.update(targets.health_file(target), state="failed", detail=why, checked=time.time())

@@ -260,3 +260,17 @@ def test_the_targets_example_is_valid() -> None:
     cfg = config.load(root / "examples" / "targets.yaml", _AnyKeyfile())
     assert [t.kind for t in cfg.targets] == ["cloud-raid", "nbd"]
     assert {j.target for j in cfg.jobs} == {"cloud", "remote"}
+
+
+def test_security_scores_of_target_units(tmp_path: Path, keyfile: Path) -> None:
+    """The target unit makes loop, md, nbd and device-mapper devices, so it cannot have a
+    closed device policy or a private /dev: it is allowed more than the job units."""
+    from .test_render import score
+
+    cfg = config.load(write(tmp_path, raid_config(keyfile)))
+    out = render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/offsite.yaml")).files
+    limits = {"offsite-target-cloud.service": 5.0, "offsite-target-remote.service": 5.0,
+              "offsite-tunnel-remote.service": 3.0, "offsite-cloudcopy.service": 3.0,
+              "offsite-remotecopy.service": 3.0}
+    for name, limit in limits.items():
+        assert score(tmp_path, name, out[name]) <= limit, name

@@ -183,6 +183,11 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     assert runs(g)[-1] == ("cloudcopy", "failed")
 
 
+def journal(g: Guest, unit: str) -> str:
+    return g.run(["journalctl", "--no-pager", "-n", "60", "-u", unit, "-u", "test-sshd",
+                  "-u", "offsite-target-remote", "-u", "offsite-tunnel-remote"]).stdout
+
+
 def _nbd_far_side(g: Guest) -> None:
     """sshd and nbd-server on the guest's loopback: the "remote" host is the guest itself."""
     g.run(["sh", "-c", "mkdir -p /run/sshd /srv/nbd /etc/nbd-server && ssh-keygen -A && "
@@ -224,7 +229,7 @@ def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops
     assert leftovers(g) == []
 
     unit = "offsite-remotecopy.service"
-    assert start_job(g, unit), g.run(["journalctl", "-b", "--no-pager", "-n", "80"]).stdout
+    assert start_job(g, unit), journal(g, unit)
     g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
     g.wait_until("the tunnel to close", lambda: g.run(
         ["systemctl", "is-active", "offsite-tunnel-remote.service"], check=False
@@ -248,6 +253,6 @@ def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops
     g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 120)
 
     # the next run brings up a fresh tunnel and succeeds
-    assert start_job(g, unit), g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
+    assert start_job(g, unit), journal(g, unit)
     assert runs(g)[-1] == ("remotecopy", "success")
     g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
