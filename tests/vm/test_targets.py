@@ -196,8 +196,9 @@ def _nbd_far_side(g: Guest) -> None:
             "    port = 10809\n[offsite]\n    exportname = /srv/nbd/disk.img\n")
     g.run(["systemd-run", "--unit", "test-sshd", "/usr/sbin/sshd", "-D", "-e",
            "-o", "ListenAddress=127.0.0.1"])
-    g.run(["systemd-run", "--unit", "test-nbd", "nbd-server", "-C",
-           "/etc/nbd-server/test.conf", "-d"])
+    # forking, as the real service runs it (with -d it serves one connection and ends)
+    g.run(["systemd-run", "--unit", "test-nbd", "--property=Type=forking", "nbd-server",
+           "-C", "/etc/nbd-server/test.conf"])
 
 
 def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops(
