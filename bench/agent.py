@@ -21,10 +21,7 @@ from pathlib import Path
 from table import Figure, report
 
 from offsite import render, sandbox
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests.blinkstick_emulator import STATE_INSIDE, colors, plug_into  # noqa: E402
+from offsite.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"

@@ -418,10 +418,14 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
         if opt[0] in NO_MOUNT_NAMESPACE or opt[0] in ("ProtectHostname", "ProtectClock",
                                                       "ProtectKernelLogs", "ProtectControlGroups")
     ]
+    if target.raid is not None:
+        options.append(("PrivateNetwork", "yes", "assembling a RAID never uses the network"))
+    else:  # nbd-client finds the kernel's nbd netlink family only in the host's namespace
+        options.append(("IPAddressDeny", "any",
+                        "the tunnel is a unix socket: no IP traffic from here at all"))
     options += [
         ("ProtectSystem", "full", "/usr, /boot and /etc read-only; md and cryptsetup use /run"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
-        ("PrivateNetwork", "yes", "the tunnel is a unix socket; nothing here uses the network"),
         ("RestrictAddressFamilies", "AF_UNIX AF_NETLINK", "the journal, udev and nbd's netlink"),
         ("RestrictNamespaces", "yes", "no namespaces at all"),
         ("CapabilityBoundingSet",

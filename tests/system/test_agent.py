@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from offsite import locks, render
+from offsite.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 from offsite.sandbox import Sandbox
-from tests.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 
 from .records import history
 

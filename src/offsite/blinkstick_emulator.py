@@ -1,7 +1,7 @@
-"""An emulated BlinkStick for tests: a pyusb backend that answers USB control transfers as
-the device does, so the real `blinkstick` library (and offsite's LED code) runs against it.
-
-Not part of offsite. The agent loads it when OFFSITE_USB_BACKEND names this file; its
+"""An emulated BlinkStick for the demo and the tests: a pyusb backend that answers USB
+control transfers as the device does, so the real `blinkstick` library (and offsite's LED
+code) runs against it. The agent never loads it on its own: only when OFFSITE_USB_BACKEND
+names this file (the demo's and the tests' sandboxes set it). Its
 state lives in the directory OFFSITE_TEST_BLINKSTICK names, shared with the test:
 - `present`: exists while the stick is "plugged in" (remove it to pull the stick out);
 - `colors.jsonl`: every colour the device was set to, one JSON object per line
