@@ -21,6 +21,7 @@ from pathlib import Path
 
 from offsite import blinkstick_emulator, config, ledstate, render, sandbox
 from offsite.demomail import Mailbox
+from offsite.errors import Fatal
 from offsite.model import Config, DriveTrigger
 
 DEMO_CONFIG = "demo.yaml"
@@ -28,7 +29,6 @@ DEMO_BORGMATIC = "demo-borgmatic.yaml"
 CONFIG_INSIDE = "/etc/offsite/offsite.yaml"
 BORGMATIC_INSIDE = "/etc/offsite/demo-borgmatic.yaml"
 BORG_ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
-TTY = sys.stdout.isatty()
 
 
 def _say(step: str) -> None:
@@ -76,7 +76,7 @@ class LedWatch:
 
 
 def _block(color: str) -> str:
-    if not TTY:
+    if not sys.stdout.isatty():
         return f"[{color}]"
     r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
     if (r, g, b) == (0, 0, 0):
@@ -133,30 +133,36 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     box.plug(box.make_drive("internal", internal.what.removeprefix("UUID="), size_mb=1024))
     box.write(CONFIG_INSIDE, text)
     box.write(BORGMATIC_INSIDE, (resources.files("offsite") / "data" / DEMO_BORGMATIC).read_text())
+    # the repository exists before the timer's first borgmatic run: made on the internal
+    # disk, mounted for a moment where the namespace will mount it for the jobs
+    repo = str(cfg.repository("demo").path)
+    box.run(["sh", "-c", f"mkdir -p {internal.where} && mount {internal.what} {internal.where} "
+             f"&& borg init --make-parent-dirs --encryption=none -- {repo}; "
+             f"status=$?; umount {internal.where}; exit $status"], env=BORG_ENV)
     for name, size in (("photos.jpg", 1_500_000), ("notes.txt", 20_000)):
         box.run(["sh", "-c", f"mkdir -p /srv/demo-data && head -c {size} /dev/urandom > "
                  f"/srv/demo-data/{name}"])
-    box.systemctl("start", "offsite-namespace.service", check=False)
     plan = box.run([offsite, "plan"]).stdout
     _show(plan.strip().splitlines()[-1])
     _show(box.run([offsite, "install"]).stdout)
     _show(box.systemctl("list-timers", "--no-legend", "offsite-*").stdout)
 
     _say("The backup namespace: /backup is mounted there and nowhere else")
+    box.systemctl("start", "offsite-namespace.service")
     holder = json.loads(box.run([offsite, "namespace", "status"]).stdout)["pid"]
     inside = ["nsenter", f"--target={holder}", "--mount", "--"]
-    repo = str(cfg.repository("demo").path)
-    box.run([*inside, "borg", "init", "--make-parent-dirs", "--encryption=none", "--", repo],
-            env=BORG_ENV)
-    _show(f"inside: borg init {repo}")
+    _show("inside: " + box.run([*inside, "findmnt", "--noheadings", "--output",
+                                "TARGET,SOURCE", "/backup"]).stdout.strip())
     seen = box.run(["findmnt", "--noheadings", "--output", "TARGET", "/backup"], check=False)
     _show("outside: findmnt /backup -> " + (seen.stdout.strip() or "nothing"))
 
     backup = render.job_unit("backup")
     _say(f"Waiting for offsite-backup.timer to run borgmatic ({backup}; systemd fires a "
          "timer within its 1-minute accuracy)")
-    box.wait_until("the timer's borgmatic run", lambda: "success" in box.start_results(backup), 150)
+    box.wait_until("the timer's borgmatic run", lambda: bool(box.start_results(backup)), 150)
     _show("\n".join(e["MESSAGE"] for e in box.entries("JOB=backup")))
+    if box.start_results(backup)[0] != "done":
+        raise Fatal(f"the demo's borgmatic run failed: {box.start_results(backup)[0]}")
     archives = box.run([*inside, "borg", "list", "--short", repo], env=BORG_ENV).stdout
     _show(f"the repository now holds: {' '.join(archives.split())}")
 

@@ -4,6 +4,7 @@ the `demo` extra; the tests use the same library for their servers.)"""
 
 from __future__ import annotations
 
+import logging
 import mailbox
 import socket
 from email import message_from_bytes, policy
@@ -46,6 +47,7 @@ class Mailbox:
         except ImportError as exc:
             raise Fatal("the demo's mail server needs aiosmtpd",
                         "pip install 'offsite[demo]' (make demo installs it)") from exc
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
         self.path = path
         self.port = free_port()
         self._controller = Controller(_Deliver(path), hostname="127.0.0.1", port=self.port)

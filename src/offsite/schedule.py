@@ -24,13 +24,16 @@ HORIZON = 7 * 86400.0
 SLOTS = 48  # half hours on the clock line
 
 
+ITERATIONS = 200  # elapses asked of systemd per expression; more means "runs all day"
+
+
 def occurrences(expressions: Sequence[str], now: float, horizon: float = HORIZON
                 ) -> dict[str, list[float]]:
     """When each OnCalendar expression elapses within horizon, per systemd."""
     unique = sorted(set(expressions))
     if not unique:
         return {}
-    out = run(["systemd-analyze", "calendar", "--iterations=200", "--", *unique],
+    out = run(["systemd-analyze", "calendar", f"--iterations={ITERATIONS}", "--", *unique],
               env={"TZ": "UTC"}, check=False).stdout
     blocks = [b for b in out.split("\n\n") if b.strip()]
     found: dict[str, list[float]] = {}
@@ -106,12 +109,15 @@ def render_text(entries: Sequence[Entry], now: float) -> str:
     for e in entries:
         usual = span(e.usual) if e.usual is not None else "?"
         clock = _clock(e, offset) if e.starts else f"{e.when[:SLOTS]:<{SLOTS}}"
+        if len(e.starts) >= ITERATIONS:  # every few minutes or more often: all day
+            clock = "#" * SLOTS
         lines.append(f"{e.job[:16]:<16} {clock}  {usual}")
     lines.append("")
     for e in entries:
         if e.starts:
             first = time.strftime("%a %H:%M", time.localtime(e.starts[0]))
-            every = f"{len(e.starts)} run(s) in 7 days, next {first}"
+            many = len(e.starts) >= ITERATIONS
+            every = f"{'more than ' if many else ''}{len(e.starts)} run(s) in 7 days, next {first}"
             lines.append(f"{e.job[:16]:<16} {e.when}: {every}"[:79])
         if e.overlaps:
             lines.append(f"  ! {e.job} overlaps {', '.join(sorted(set(e.overlaps)))}; they take "

@@ -140,3 +140,12 @@ def test_status_puts_failures_first_and_fits_80_columns() -> None:
     assert max(len(line) for line in lines) <= 80, [ln for ln in lines if len(ln) > 80]
     assert "FAILED x3" in text and "running" in text and "in 2h" in text
     assert "cloud   cloud-raid  DEGRADED  2h ago" in text, text
+
+
+def test_a_job_that_runs_every_few_seconds_fills_the_whole_clock() -> None:
+    now = 1_800_000_000.0
+    starts = [now + 20 * i for i in range(schedule.ITERATIONS)]
+    text = schedule.render_text([schedule.Entry("often", "*:*:0/20", starts, 0.0, 2.0)], now)
+    often = text.splitlines()[2]
+    assert often.startswith("often") and "#" * schedule.SLOTS in often, text
+    assert f"more than {schedule.ITERATIONS} run(s)" in text
