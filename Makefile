@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set up what they need.
 VENV := .venv/bin
 
-.PHONY: setup demo test lint unit system bench docs
+.PHONY: setup demo test lint unit system bench docs deb
 setup:
 	@./scripts/setup
 
@@ -30,3 +30,8 @@ bench: setup
 # The configuration reference, generated from src/offsite/configref.py and the model.
 docs: setup
 	$(VENV)/python -m offsite.configref > docs/config-reference.md
+
+# The Debian package, from packaging/ (installs dpkg-dev, lintian and build headers first);
+# lintian must report no errors.
+deb: setup
+	packaging/build-deb dist
