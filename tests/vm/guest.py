@@ -205,8 +205,19 @@ class Guest:
             if time.monotonic() > deadline:
                 raise GuestError(f"the guest did not release {node}")
             time.sleep(0.3)
-        with contextlib.suppress(GuestError):
-            self.command("blockdev-del", **{"node-name": node})
+        # the device is gone before QEMU lets go of its node: delete it once it may be
+        # (a node left behind makes the next plug under the same name fail as a duplicate)
+        while True:
+            try:
+                self.command("blockdev-del", **{"node-name": node})
+                break
+            except GuestError:
+                nodes = self.command("query-named-block-nodes", flat=True)
+                if not any(n.get("node-name") == node for n in nodes):
+                    break
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
         self.plugged.pop(node, None)
 
     # -- the guest agent ------------------------------------------------------------------
