@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offsite import blockdev, durable, state, targets
+from offsite import blockdev, durable, sshkeys, state, targets
 from offsite.errors import Fatal
 from offsite.log import fields
 from offsite.model import NbdRemote, Target
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 30  # seconds an NBD request may take before the device fails it
 TUNNEL_WAIT = 30.0  # seconds the target unit waits for the tunnel's socket
-_FROM = re.compile(r"^[A-Za-z0-9.:*?/!-]+(,[A-Za-z0-9.:*?/!-]+)*$")
 
 
 def _remote(target: Target) -> NbdRemote:
@@ -68,9 +67,7 @@ def ssh_argv(target: Target) -> list[str]:
 
 def authorized_line(target: Target, public_key: str, allowed_from: str) -> str:
     """The far side's authorized_keys line: this key forwards to nbd-server and nothing else."""
-    if not _FROM.match(allowed_from):
-        raise Fatal(f"{allowed_from!r} is not an address pattern for from=",
-                    "e.g. 192.0.2.10 or 2001:db8::10 or 192.0.2.0/24")
+    sshkeys.check_from(allowed_from)
     port = _remote(target).nbd_port
     return (f'restrict,port-forwarding,permitopen="127.0.0.1:{port}",from="{allowed_from}",'
             f'command="/bin/false" {public_key.strip()}')
@@ -83,11 +80,10 @@ def ensure_key(target: Target) -> Path:
     directory.chmod(0o700)
     path = key_file(target)
     if not path.exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-             f"offsite target {target.name} on {socket.gethostname()}", "-f", path])
+        sshkeys.make_key(path, f"offsite target {target.name} on {socket.gethostname()}")
     if remote.host_key is not None:
-        name = remote.host if remote.port == 22 else f"[{remote.host}]:{remote.port}"
-        durable.replace(directory / "known_hosts", f"{name} {remote.host_key}\n")
+        durable.replace(directory / "known_hosts",
+                        sshkeys.known_hosts_entry(remote.host, remote.port, remote.host_key))
     return path
 
 

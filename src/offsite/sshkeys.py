@@ -61,11 +61,27 @@ def known_hosts(job: Job, root: Path = SSH_DIR) -> Path:
     return key_dir(job, root) / "known_hosts"
 
 
-def authorized_line(cap: Capability, public_key: str, allowed_from: str) -> str:
-    """One authorized_keys line: the key may run cap.command only, only from there."""
+def check_from(allowed_from: str) -> str:
+    """An address pattern safe to put into from="..." (refused with a hint otherwise)."""
     if not _FROM.match(allowed_from):
         raise Fatal(f"{allowed_from!r} is not an address pattern for from=",
                     "e.g. 192.0.2.10 or 2001:db8::10 or 192.0.2.0/24")
+    return allowed_from
+
+
+def make_key(path: Path, comment: str) -> None:
+    """A new ed25519 key pair at path (and path.pub), without a passphrase."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
+
+
+def known_hosts_entry(host: str, port: int, host_key: str) -> str:
+    name = host if port == 22 else f"[{host}]:{port}"
+    return f"{name} {host_key}\n"
+
+
+def authorized_line(cap: Capability, public_key: str, allowed_from: str) -> str:
+    """One authorized_keys line: the key may run cap.command only, only from there."""
+    check_from(allowed_from)
     if '"' in cap.command:
         raise Fatal(f"the command {cap.command!r} contains a double quote")
     return f'restrict,from="{allowed_from}",command="{cap.command}" {public_key.strip()}'
@@ -83,7 +99,7 @@ def ensure_keys(job: Job, root: Path = SSH_DIR) -> dict[str, Path]:
         path = key_file(job, cap, root)
         if not path.exists():
             comment = f"offsite pull {job.name} {cap.name} on {socket.gethostname()}"
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
+            make_key(path, comment)
         files[cap.name] = path
     return files
 
@@ -111,5 +127,4 @@ def ssh_command(job: Job, cap: Capability, root: Path = SSH_DIR) -> list[str]:
 def known_hosts_line(source: PullSource) -> str | None:
     if source.host_key is None:
         return None
-    name = source.host if source.port == 22 else f"[{source.host}]:{source.port}"
-    return f"{name} {source.host_key}\n"
+    return known_hosts_entry(source.host, source.port, source.host_key)
