@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from offsite import (
     __version__,
@@ -37,6 +38,7 @@ from offsite.model import Config, DriveTrigger, Job, Schedule, Target
 from offsite.render import Rendered
 from offsite.run import CommandError
 
+T = TypeVar("T")
 logger = logging.getLogger("offsite")
 
 
@@ -138,12 +140,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
-    try:
-        job = cfg.job(args.job)
-    except StopIteration:
-        known = ", ".join(j.name for j in cfg.jobs)
-        raise Fatal(f"no job named {args.job!r} in {cfg.source}", f"known jobs: {known}") from None
-    return follow.run_job(cfg, job, args.drive)
+    return follow.run_job(cfg, _job_arg(cfg, args.job), args.drive)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -167,12 +164,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def _target_arg(cfg: Config, name: str) -> Target:
-    try:
-        target: Target = cfg.target(name)
-        return target
-    except StopIteration:
-        known = ", ".join(t.name for t in cfg.targets) or "none"
-        raise Fatal(f"no target named {name!r} in {cfg.source}", f"known targets: {known}") from None
+    return _named(cfg, cfg.targets, name, "target")
 
 
 def cmd_target(args: argparse.Namespace) -> int:
@@ -253,12 +245,16 @@ def cmd_drives(args: argparse.Namespace) -> int:
 
 
 def _job_arg(cfg: Config, name: str) -> Job:
-    try:
-        job: Job = cfg.job(name)
-        return job
-    except StopIteration:
-        known = ", ".join(j.name for j in cfg.jobs)
-        raise Fatal(f"no job named {name!r} in {cfg.source}", f"known jobs: {known}") from None
+    return _named(cfg, cfg.jobs, name, "job")
+
+
+def _named(cfg: Config, items: Sequence[T], name: str, what: str) -> T:
+    """The job (target, ...) of that name, or a message listing the names there are."""
+    for item in items:
+        if getattr(item, "name", None) == name:
+            return item
+    known = ", ".join(str(getattr(i, "name", "")) for i in items) or "none"
+    raise Fatal(f"no {what} named {name!r} in {cfg.source}", f"known {what}s: {known}")
 
 
 def cmd_hook(args: argparse.Namespace) -> int:

@@ -85,7 +85,12 @@ def table(drive_rows: list[DriveRow], now: float) -> str:
             notes.append("STALE" if r.last_copy is not None else "no copy yet")
         lines.append((r.name, r.group or "-", _age(r.last_seen, now), _age(r.last_copy, now),
                       _size(r.last_copy_bytes), ", ".join(notes)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return _columns(lines)
+
+
+def _columns(lines: Sequence[tuple[str, ...]]) -> str:
+    """Rows as aligned columns; the last (notes) column is not padded."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)] + [0]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines) + "\n"
 
@@ -130,9 +135,7 @@ def target_table(rows_: list[TargetRow], now: float) -> str:
         health = r.health.upper() if r.health in ("degraded", "refused", "failed") else r.health
         lines.append((r.name, r.kind, health, _age(r.last_copy, now), _size(r.last_copy_bytes),
                       "; ".join(notes)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)] + [0]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines) + "\n"
+    return _columns(lines)
 
 
 def load_target_records(cfg: Config, root: Path = state.STATE_DIR) -> dict[str, dict[str, Any]]:
