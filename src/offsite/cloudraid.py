@@ -153,9 +153,25 @@ def _release_from_udev(loops: list[str]) -> None:
         run(["mdadm", "--stop", f"/dev/{md}"], check=False)
 
 
-def _stop_md(md: str) -> None:
-    if os.path.exists(md):
-        run(["mdadm", "--stop", md], check=False)
+def _md_running(md: str) -> bool:
+    return os.path.exists(md) and Path(os.path.realpath(md)).exists()
+
+
+def _stop_md(md: str, attempts: int = 10) -> str:
+    """Stop the array; returns mdadm's complaint when it still runs after the attempts.
+    Right after the lock, udev probes the array again (its watch sees the device closed
+    after writing) and holds it open for a moment: mdadm then says busy."""
+    complaint = ""
+    for _ in range(attempts):
+        if not _md_running(md):
+            return ""
+        result = run(["mdadm", "--stop", md], check=False)
+        if result.returncode == 0:
+            return ""
+        complaint = result.stderr.strip()
+        run(["udevadm", "settle", "--timeout=10"], check=False)
+        time.sleep(0.5)
+    return complaint if _md_running(md) else ""
 
 
 # -- commands --------------------------------------------------------------------------
@@ -304,9 +320,9 @@ def teardown(target: Target) -> None:
         in_sync = {i for i, loop in loops.items() if "in_sync" in states.get(loop, "")}
         degraded = _degraded(md) > 0
         run(["sync"], check=False)
-        _stop_md(md)
-        if os.path.exists(md) and Path(os.path.realpath(md)).exists():
-            raise Fatal(f"could not stop the array of target {target.name}",
+        complaint = _stop_md(md)
+        if complaint:
+            raise Fatal(f"could not stop the array of target {target.name}: {complaint}",
                         f"is it still mounted? check: mdadm --detail {md}")
     else:
         degraded = bool(record.get("degraded"))

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -224,6 +225,17 @@ class Guest:
     def _agent(self, name: str, timeout: float = 60.0, **arguments: Any) -> Any:
         qga = _Socket(self.workdir / "qga.sock", timeout)
         try:
+            # A caller that gave up waiting (a boot-time ping) leaves its reply queued in
+            # the channel, and the next caller would read it as its own: sync on a fresh
+            # token first and drop whatever comes before its echo.
+            token = secrets.randbelow(2**31)
+            qga.send({"execute": "guest-sync", "arguments": {"id": token}})
+            while True:
+                try:
+                    if qga.receive(timeout).get("return") == token:
+                        break
+                except ValueError:  # a reply cut off when its caller hung up
+                    continue
             qga.send({"execute": name, "arguments": arguments} if arguments else {"execute": name})
             reply = qga.receive(timeout)
         finally:

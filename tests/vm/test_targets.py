@@ -119,6 +119,16 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     assert {m["state"] for m in markers} == {"clean"}
     assert len({m["generation"] for m in markers}) == 1
 
+    # something that holds the array for a moment after the lock (udev probes it again
+    # then) delays the stop instead of failing it (seen in CI)
+    g.run([*OFFSITE, "target", "assemble", "cloud"])
+    g.run(["systemd-run", "--unit=hold-array", "sh", "-c",
+           "exec 3</dev/md/offsite-cloud; touch /run/held; sleep 3"])
+    g.wait_until("the array to be held", lambda: g.run(["test", "-e", "/run/held"],
+                                                       check=False).returncode == 0, 30)
+    g.run([*OFFSITE, "target", "disassemble", "cloud"])
+    assert leftovers(g) == []
+
     # one provider lost its file: the job still copies, degraded, and says so loudly
     g.run(["rm", images[1]])
     g.run(["sh", "-c", f"head -c 100000 /dev/urandom > /srv/data/two && borg create {REPO}::two "
