@@ -219,12 +219,15 @@ def create(target: Target) -> str:
         for image in made:
             image.unlink(missing_ok=True)
         raise Fatal(f"could not create target {target.name}: {exc}") from exc
-    _stop_md(md)
+    complaint = _stop_md(md)
     for loop in loops:
         blockdev.detach_loop(loop)
     for i, folder in enumerate(raid.members):
         _write_marker(target, folder, _marker(set_id, i, 1, machine, "clean", len(loops)))
     state.write(targets.health_file(target), {"state": "ok", "detail": "created", "created": time.time()})
+    if complaint:
+        raise Fatal(f"target {target.name} is made, but its array did not stop: {complaint}",
+                    f"offsite target disassemble {target.name}")
     size = raid.member_size * (len(raid.members) - raid.tolerance())  # usable
     return (f"target {target.name}: RAID{raid.level.value} over {len(raid.members)} members, "
             f"about {size // 2**20} MiB before LUKS and ext4")

@@ -192,6 +192,16 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
     assert leftovers(g) == []
     assert runs(g)[-1] == ("cloudcopy", "failed")
 
+    # that computer is gone for good: this one claims the set and copies into it again
+    print(g.run([*OFFSITE, "target", "take-over", "cloud"]).stdout)
+    markers = [json.loads(g.run(["cat", f"{f}/offsite-cloud.marker"]).stdout) for f in folders]
+    here = g.run(["cat", "/etc/machine-id"]).stdout.strip()
+    assert {(m["machine"], m["state"]) for m in markers} == {(here, "clean")}, markers
+    assert start_job(g, unit), g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
+    g.wait_until("the target to be taken down", lambda: leftovers(g) == [], 60)
+    listing, _ = verify_copy(g)
+    assert "one" in listing and "two" in listing, listing
+
 
 def journal(g: Guest, unit: str) -> str:
     return g.run(["journalctl", "--no-pager", "-n", "60", "-u", unit, "-u", "test-sshd",
