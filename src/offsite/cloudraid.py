@@ -150,7 +150,7 @@ def _release_from_udev(loops: list[str]) -> None:
         holders |= {h.name for h in base.glob("md*")} if base.exists() else set()
     for md in sorted(holders):
         log.info("stopping /dev/%s, which udev assembled on its own from this set's members", md)
-        run(["mdadm", "--stop", f"/dev/{md}"], check=False)
+        _stop_md(f"/dev/{md}")
 
 
 def _md_running(md: str) -> bool:
