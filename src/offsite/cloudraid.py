@@ -171,7 +171,7 @@ def _stop_md(md: str, attempts: int = 10) -> str:
         complaint = result.stderr.strip()
         run(["udevadm", "settle", "--timeout=10"], check=False)
         time.sleep(0.5)
-    return complaint if _md_running(md) else ""
+    return (complaint or "mdadm --stop failed") if _md_running(md) else ""
 
 
 # -- commands --------------------------------------------------------------------------
