@@ -155,7 +155,9 @@ class Sandbox:
         return self.run([*args, *matches]).stdout
 
     def entries(self, *matches: str) -> list[dict[str, str]]:
-        """Journal entries inside, with all their fields (journalctl -o json)."""
+        """Journal entries inside, with all their fields (journalctl -o json); first makes
+        journald store everything logged so far (a unit may end before its last lines are)."""
+        self.run(["journalctl", "--sync"], check=False)
         out = self.run(["journalctl", "--no-pager", "-o", "json", *matches]).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
