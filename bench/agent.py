@@ -2,7 +2,8 @@
 
 1. Idle: the agent, and beside it a bare Python process doing nothing (the anchor), both as
    units of the sandbox's systemd, left alone for SECONDS: CPU ticks used (goal: 0 for the
-   agent: no polling) and resident memory (goal: at most 40 MB).
+   agent: no polling), exact CPU time (schedstat), wakeups (goal: no more than the
+   watchdog's keep-alives) and resident memory (goal: at most 40 MB).
 2. LED reaction: PLUGS plugs of a drive; from just before `losetup` to the emulated
    BlinkStick receiving the "working" colour (goal: p95 at most 100 ms), beside the time
    to systemd's "Starting" of the drive's job unit (the anchor: systemd's own reaction).
@@ -12,15 +13,17 @@ Run as root: .venv/bin/python bench/agent.py [SECONDS] [PLUGS]   (default 60 20)
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from table import Figure, report
 
-from offsite import render, sandbox
+from offsite import render, sandbox, timespan
 from offsite.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -30,13 +33,23 @@ DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def ticks_and_rss(box: sandbox.Sandbox, unit: str) -> tuple[int, float]:
-    pid = box.show(unit, "MainPID")
-    fields = box.host_path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    rss = next(int(line.split()[1]) for line in box.host_path(f"/proc/{pid}/status")
-               .read_text().splitlines() if line.startswith("VmRSS:"))
-    return ticks, rss / 1024
+@dataclass(frozen=True)
+class Sample:
+    ticks: int  # utime + stime, as the kernel samples it (1/TICK s each)
+    cpu_ns: int  # time on a CPU, counted exactly (schedstat)
+    sleeps: int  # voluntary context switches: one per wakeup; preemption not counted
+    rss_mib: float
+
+
+def sample(box: sandbox.Sandbox, unit: str) -> Sample:
+    proc = box.host_path(f"/proc/{box.show(unit, 'MainPID')}")
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines()
+                  if ":" in line)
+    return Sample(int(fields[11]) + int(fields[12]), int((proc / "schedstat").read_text()
+                                                          .split()[0]),
+                  int(status["voluntary_ctxt_switches"]),
+                  int(status["VmRSS"].split()[0]) / 1024)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -63,12 +76,16 @@ def main() -> int:
         box.wait_for_state("anchor-idle.service", ["active"])
         time.sleep(2)  # both settled
 
-        before = {u: ticks_and_rss(box, u) for u in (render.AGENT_UNIT, "anchor-idle.service")}
+        units = (render.AGENT_UNIT, "anchor-idle.service")
+        before = {u: sample(box, u) for u in units}
         time.sleep(seconds)
-        after = {u: ticks_and_rss(box, u) for u in before}
-        agent_ticks = after[render.AGENT_UNIT][0] - before[render.AGENT_UNIT][0]
-        anchor_ticks = after["anchor-idle.service"][0] - before["anchor-idle.service"][0]
-        agent_rss, anchor_rss = after[render.AGENT_UNIT][1], after["anchor-idle.service"][1]
+        after = {u: sample(box, u) for u in units}
+        agent, anchor = ({k: getattr(after[u], k) - getattr(before[u], k)
+                          for k in ("ticks", "cpu_ns", "sleeps")} for u in units)
+        agent_rss, anchor_rss = (after[u].rss_mib for u in units)
+        # the watchdog's keep-alives are the only wakeups an idle agent may have
+        watchdog = timespan.parse(box.show(render.AGENT_UNIT, "WatchdogUSec"))  # "3min"
+        pings = math.ceil(seconds / (watchdog / 2))
 
         image = box.make_drive("d1", DRIVE, size_mb=64)
         unit = render.job_unit("copy", "d1")
@@ -96,8 +113,12 @@ def main() -> int:
     p95 = percentile(led_ms, 95)
     med = statistics.median
     return report([
-        Figure("agent", f"idle {seconds:.0f} s: CPU ticks", agent_ticks, "", "idle python",
-               anchor_ticks, "0", agent_ticks == 0),
+        Figure("agent", f"idle {seconds:.0f} s: CPU ticks", agent["ticks"], "", "idle python",
+               anchor["ticks"], "0", agent["ticks"] == 0),
+        Figure("agent", f"idle {seconds:.0f} s: CPU time, exact", agent["cpu_ns"] / 1e6, "ms",
+               "idle python", anchor["cpu_ns"] / 1e6),
+        Figure("agent", f"idle {seconds:.0f} s: wakeups", agent["sleeps"], "", "idle python",
+               anchor["sleeps"], f"<= {pings} (watchdog)", agent["sleeps"] <= pings),
         Figure("agent", "resident memory", agent_rss, "MiB", "idle python", anchor_rss,
                "<= 40 MiB", agent_rss <= 40),
         Figure("agent", f"plug -> LED colour, median of {plugs}", med(led_ms), "ms",
