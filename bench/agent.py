@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -30,12 +29,11 @@ OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
 EMU = STATE_INSIDE  # the tests' emulated BlinkStick
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Sample:
-    ticks: int  # utime + stime, as the kernel samples it (1/TICK s each)
+    ticks: int  # utime + stime, as the kernel samples them (one per clock tick)
     cpu_ns: int  # time on a CPU, counted exactly (schedstat)
     sleeps: int  # voluntary context switches: one per wakeup; preemption not counted
     rss_mib: float
