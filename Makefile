@@ -6,14 +6,14 @@ setup:
 	@./scripts/setup
 
 demo: setup
-	$(VENV)/offsite demo
+	$(VENV)/offsite-lab demo
 
 # ruff and mypy are part of the tests; a pytest run that collects nothing (exit 5) fails.
 test: setup lint
 	$(VENV)/pytest
 
 lint: setup
-	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff check src lab tests bench
 	$(VENV)/mypy
 
 unit: setup
@@ -27,9 +27,9 @@ system: setup
 bench: setup
 	$(VENV)/python bench/all.py
 
-# The configuration reference, generated from src/offsite/configref.py and the model.
+# The configuration reference, generated from the schema (src/offsite/config/schema.py).
 docs: setup
-	$(VENV)/python -m offsite.configref > docs/config-reference.md
+	$(VENV)/python -m offsite.config.reference > docs/config-reference.md
 
 # The Debian package, from packaging/ (installs dpkg-dev, lintian and build headers first);
 # lintian must report no errors.

@@ -20,10 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from offsite_lab import sandbox
+from offsite_lab.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 from table import Figure, report
 
-from offsite import render, sandbox, timespan
-from offsite.blinkstick_emulator import STATE_INSIDE, colors, plug_into
+from offsite import quantities
+from offsite.units import render
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -59,7 +61,7 @@ def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     plugs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     with sandbox.booted() as box:
-        plug_into(box)
+        plug_into(box, CONFIG)
         box.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--",
                  "/srv/borg/main"])
         box.write(CONFIG, json.dumps({
@@ -82,7 +84,7 @@ def main() -> int:
                           for k in ("ticks", "cpu_ns", "sleeps")} for u in units)
         agent_rss, anchor_rss = (after[u].rss_mib for u in units)
         # the watchdog's keep-alives are the only wakeups an idle agent may have
-        watchdog = timespan.parse(box.show(render.AGENT_UNIT, "WatchdogUSec"))  # "3min"
+        watchdog = quantities.parse(box.show(render.AGENT_UNIT, "WatchdogUSec"))  # "3min"
         pings = math.ceil(seconds / (watchdog / 2))
 
         image = box.make_drive("d1", DRIVE, size_mb=64)

@@ -13,9 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from offsite_lab import sandbox
 from table import Figure, report
 
-from offsite import config, render, sandbox
+from offsite.config import reader
+from offsite.units import render
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -45,7 +47,7 @@ def main() -> int:
         render_times = []
         for _ in range(3):
             started = time.perf_counter()
-            cfg = config.load(path)
+            cfg = reader.load(path)
             rendered = render.render(cfg, OFFSITE, Path(CONFIG))
             render_times.append(time.perf_counter() - started)
     render_s = statistics.median(render_times)

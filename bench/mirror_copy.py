@@ -17,7 +17,7 @@ from pathlib import Path
 
 from table import Figure, report
 
-from offsite import mirror
+from offsite.jobs import mirror
 from offsite.run import run
 
 ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}

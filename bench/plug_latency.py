@@ -17,9 +17,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from offsite_lab import sandbox
 from table import Figure, report
 
-from offsite import escape, render, sandbox
+from offsite import escape
+from offsite.units import render
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"

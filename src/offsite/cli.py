@@ -14,29 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from offsite import (
-    __version__,
-    cloudraid,
-    drives,
-    follow,
-    hooks,
-    install,
-    jobs,
-    mirror,
-    namespace,
-    nbd,
-    notify,
-    render,
-    spool,
-    sshkeys,
-    targetops,
-)
-from offsite import config as configmod
+from offsite import __version__, sshkeys
 from offsite import log as logmod
+from offsite.config import reader as configmod
+from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target
 from offsite.errors import EXIT_FAILURE, Fatal
-from offsite.model import Config, DriveTrigger, Job, Schedule, Target
-from offsite.render import Rendered
+from offsite.jobs import execute, hooks, mirror, namespace
+from offsite.notify import notices, spool
 from offsite.run import CommandError
+from offsite.targets import cloudraid, nbd, registry
+from offsite.units import install, render
+from offsite.units.render import Rendered
+from offsite.views import drives, follow
 
 T = TypeVar("T")
 logger = logging.getLogger("offsite")
@@ -130,11 +119,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
             again: list[str | Path] = [offsite, "--config", cfg.source, "exec"]
             again += ["--drive", args.drive] if args.drive else []
             return namespace.reenter(cfg, [*again, "--", args.job])
-        return jobs.execute(cfg, args.job, args.drive, offsite)
+        return execute.execute(cfg, args.job, args.drive, offsite)
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
-        jobs.tell_hook(error=str(exc))
+        execute.tell_hook(error=str(exc))
         return EXIT_FAILURE
 
 
@@ -159,7 +148,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         again: list[str | Path] = [_offsite_bin(args), "--config", cfg.source, "release"]
         return namespace.reenter(cfg, [*again, *(["--target"] if args.target else []),
                                        "--", args.name])
-    jobs.release(mount, what)
+    execute.release(mount, what)
     return 0
 
 
@@ -170,24 +159,24 @@ def _target_arg(cfg: Config, name: str) -> Target:
 def cmd_target(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     if args.action == "status" and args.name is None:
-        every = [targetops.status(t) for t in cfg.targets]
+        every = [registry.status(t) for t in cfg.targets]
         if args.json:
             print(json.dumps(every, indent=1))
         else:
-            sys.stdout.write("".join(targetops.as_text(f) for f in every) or "no targets\n")
+            sys.stdout.write("".join(registry.as_text(f) for f in every) or "no targets\n")
         return 0
     if args.name is None:
         raise Fatal(f"offsite target {args.action} needs a target name")
     target = _target_arg(cfg, args.name)
     if args.action == "status":
-        facts = targetops.status(target)
+        facts = registry.status(target)
         sys.stdout.write(json.dumps(facts, indent=1) + "\n" if args.json
-                         else targetops.as_text(facts))
+                         else registry.as_text(facts))
         return 0
     if args.action == "assemble":
-        targetops.assemble(target)
+        registry.assemble(target)
     elif args.action == "disassemble":
-        targetops.teardown(target)
+        registry.teardown(target)
     elif args.action == "key":
         if target.nbd is None:
             raise Fatal(f"target {target.name} is a cloud RAID; only NBD targets have a key")
@@ -273,15 +262,15 @@ def cmd_notify(args: argparse.Namespace) -> int:
         if not args.unit:
             raise Fatal("notify failure needs the failed unit's name",
                         "offsite-notify@.service passes it: offsite notify failure %i")
-        notify.failure(cfg, args.unit)
+        notices.failure(cfg, args.unit)
     elif args.action == "flush":
-        done = notify.flush(cfg, force=args.now)
+        done = notices.flush(cfg, force=args.now)
         print(f"{done.sent} sent, {done.failed} failed (kept), {done.waiting} waiting")
     elif args.action == "stale":
-        found = notify.check_stale(cfg)
+        found = notices.check_stale(cfg)
         print(f"{len(found)} stale: " + ", ".join(i.what for i in found) if found else "nothing stale")
     elif args.action == "test":
-        done = notify.test_mail(cfg)
+        done = notices.test_mail(cfg)
         if done.failed:
             raise Fatal("the test mail was not sent (the journal and the line above say why); "
                         "it stays in the spool", "offsite notify spool; offsite notify flush --now")
@@ -311,13 +300,13 @@ def cmd_ssh_key(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from offsite import agent
+    from offsite.agent import daemon
 
-    return agent.main(configmod.load(args.config))
+    return daemon.main(configmod.load(args.config))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from offsite import status
+    from offsite.views import status
 
     cfg = configmod.load(args.config)
     now = time.time()
@@ -327,7 +316,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from offsite import schedule
+    from offsite.views import schedule
 
     cfg = configmod.load(args.config)
     now = time.time()
@@ -338,45 +327,35 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_led(args: argparse.Namespace) -> int:
-    from offsite import agent, led, ledstate, state, systemd
+    from offsite import state
+    from offsite.agent import daemon, ledstate, stick
+    from offsite.units import systemd
 
     cfg = configmod.load(args.config)
     if args.action == "clear":
-        state.write(agent.LED_CLEARED, {"cleared": time.time()})
+        state.write(daemon.LED_CLEARED, {"cleared": time.time()})
         told = systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)
         print("Failures so far no longer light the LED red" +
               ("; the agent shows the new state." if told else
                " (the agent is not running; it shows the state when it starts)."))
         return 0
-    stick = led.Stick(cfg.notify.led)
+    led = stick.Stick(cfg.notify.led)
     for name in (*ledstate.STATES[:-1], "off"):
-        ok = stick.show(name)
+        ok = led.show(name)
         print(f"{name:<14} {cfg.notify.led.color(name) if name != 'off' else '':<8} "
               f"{'shown' if ok else 'NOT shown (see the warning above)'}")
         time.sleep(1.0)
     systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)  # back to what it should show
-    return 0 if stick.shown is not None else EXIT_FAILURE
+    return 0 if led.shown is not None else EXIT_FAILURE
 
 
 def cmd_drive(args: argparse.Namespace) -> int:
-    from offsite import enroll
+    from offsite.targets import enroll
 
     lines = enroll.enroll(args.device, args.name, args.keyfile, args.passphrase_file, args.mount)
     print("Enrolled. Add this to the configuration, then `offsite plan` and `offsite install`:")
     print(lines, end="")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from offsite import demo
-
-    return demo.main()
-
-
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from offsite import sandbox
-
-    return sandbox.main(args.command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -613,22 +592,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["clear", "test"])
     p.set_defaults(func=cmd_led)
-
-    p = sub.add_parser(
-        "demo", parents=[common], help="show offsite at work in a throw-away sandbox systemd",
-        description="Boot a real systemd in a private namespace, plug a demo drive and show "
-        "what offsite makes of it. Needs root. Leaves nothing behind.",
-    )
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser(
-        "sandbox", parents=[common], help="run a command in a throw-away sandbox systemd (for trying units)",
-        description="Boot a real systemd as PID 1 of a private PID and mount namespace on a "
-        "copy-on-write overlay of this machine's root, run COMMAND inside (default: a shell), "
-        "then halt it. Nothing it writes reaches the host. Needs root.",
-    )
-    p.add_argument("command", nargs=argparse.REMAINDER, help="command to run inside")
-    p.set_defaults(func=cmd_sandbox)
 
     return parser
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offsite import state
+from offsite.config.model import Job, PullSource
 from offsite.errors import Fatal
-from offsite.model import Job, PullSource
 from offsite.run import run
 
 SSH_DIR = state.STATE_DIR / "ssh"

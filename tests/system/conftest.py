@@ -7,8 +7,8 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from offsite_lab import sandbox as sandboxmod
 
-from offsite import sandbox as sandboxmod
 from tests import tiers
 
 

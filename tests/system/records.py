@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from offsite.sandbox import Sandbox
+from offsite_lab.sandbox import Sandbox
 
 PYTHON = str(Path(sys.prefix) / "bin" / "python")
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from offsite_lab.blinkstick_emulator import STATE_INSIDE, colors, plug_into
+from offsite_lab.sandbox import Sandbox
 
-from offsite import locks, render
-from offsite.blinkstick_emulator import STATE_INSIDE, colors, plug_into
-from offsite.sandbox import Sandbox
+from offsite import locks
+from offsite.units import render
 
 from .records import history
 
@@ -73,7 +74,7 @@ def release(box: Sandbox) -> None:
 @pytest.fixture
 def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
     """offsite installed with its agent running against the emulated BlinkStick."""
-    plug_into(sandbox)
+    plug_into(sandbox, CONFIG)
     sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
     sandbox.write(CONFIG, json.dumps(config(), indent=1))
     offsite(sandbox, "install")

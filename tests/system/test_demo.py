@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from offsite_lab import demo
 
-from offsite import demo
 from tests.system.test_sandbox import host_snapshot
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from offsite import mirror
 from offsite.errors import Fatal
+from offsite.jobs import mirror
 from offsite.run import Result, run
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -45,10 +45,10 @@ def add_archive(repo: Path, data: Path, name: str, size: int, base: Path) -> Non
 
 def mirror_copy(src: Path, dst: Path, base: Path, kill_after: int | None = None) -> Result:
     env = {**BORG_ENV, "BORG_BASE_DIR": str(base)}
-    if kill_after is not None:
-        env[mirror.KILL_AFTER_ENV] = str(kill_after)
-    return run(["borg", "with-lock", "--", str(src), str(OFFSITE), "mirror-copy", "--",
-                str(src), str(dst)], env=env, check=False, timeout=300)
+    copy: list[str] = [str(OFFSITE), "mirror-copy", "--"] if kill_after is None else [
+        sys.executable, "-m", "offsite_lab.interrupted_copy", str(kill_after)]
+    return run(["borg", "with-lock", "--", str(src), *copy, str(src), str(dst)], env=env,
+               check=False, timeout=300)
 
 
 def copied(result: Result) -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from offsite_lab.sandbox import Sandbox, booted
 
-from offsite import render
-from offsite.sandbox import Sandbox, booted
+from offsite.units import render
 
 from .records import history
 from .servers import PASSWORD, REFUSED, USER, PingServer, SmtpServer, certificate, wait_for

@@ -9,10 +9,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from offsite import render
+from offsite_lab.sandbox import Sandbox
+
 from offsite.errors import EXIT_SKIPPED
 from offsite.run import Result
-from offsite.sandbox import Sandbox
+from offsite.units import render
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"

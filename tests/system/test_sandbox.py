@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from offsite_lab import sandbox as sandboxmod
 
 from offsite import escape
-from offsite import sandbox as sandboxmod
 from offsite.errors import Fatal
 from offsite.run import run, spawn
 
@@ -177,7 +177,7 @@ def test_killed_owner_leaves_nothing_running(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""\
         import sys, time
         sys.path.insert(0, {str(ROOT / 'src')!r})
-        from offsite import sandbox
+        from offsite_lab import sandbox
         with sandbox.booted() as s:
             s.plug(s.make_drive("orphan", {UUID!r}))
             open({str(ready)!r}, "w").write(str(s.pid1))

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from offsite_lab.sandbox import Sandbox
 
-from offsite import render
 from offsite.run import Result
-from offsite.sandbox import Sandbox
+from offsite.units import render
 
 from .records import history
 from .servers import SmtpServer, free_port, wait_for

@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from offsite_lab.sandbox import Sandbox
 
-from offsite import config, escape, locks, render
-from offsite.model import Schedule
-from offsite.sandbox import Sandbox
+from offsite import escape, locks
+from offsite.config import reader
+from offsite.config.model import Schedule
+from offsite.units import render
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -51,7 +53,7 @@ def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
     assert len(reloads) == 1
 
     timers = sandbox.systemctl("list-timers", "--all", "--no-legend", "--plain").stdout
-    cfg = config.load(ROOT / "examples" / "offsite.yaml")
+    cfg = reader.load(ROOT / "examples" / "offsite.yaml")
     scheduled = [j for j in cfg.jobs if isinstance(j.trigger, Schedule)]
     assert len(scheduled) == 4
     for job in scheduled:

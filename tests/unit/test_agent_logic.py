@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from offsite import drives, ledstate, metrics, schedule, status
-from offsite.agent import Units, unit_from_path
-from offsite.history import Run
-from offsite.ledstate import Phase, Picture, Verdict, resolve
-from offsite.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
+from offsite.agent import ledstate
+from offsite.agent.daemon import Units, unit_from_path
+from offsite.agent.ledstate import Phase, Picture, Verdict, resolve
+from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
+from offsite.notify import metrics
+from offsite.notify.history import Run
+from offsite.views import drives, schedule, status
 
 
 @pytest.mark.parametrize(("picture", "state"), [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from offsite import config
-from offsite.model import DriveTrigger, DriveType, JobKind, OnWarning, Schedule
+from offsite.config import reader
+from offsite.config.model import DriveTrigger, DriveType, JobKind, OnWarning, Schedule
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "offsite.yaml"
@@ -42,20 +42,20 @@ def write(tmp_path: Path, text: str, name: str = "offsite.yaml") -> Path:
     return path
 
 
-def problems(tmp_path: Path, text: str) -> list[config.Problem]:
-    with pytest.raises(config.ConfigError) as info:
-        config.load(write(tmp_path, text))
+def problems(tmp_path: Path, text: str) -> list[reader.Problem]:
+    with pytest.raises(reader.ConfigError) as info:
+        reader.load(write(tmp_path, text))
     return info.value.problems
 
 
-def one(tmp_path: Path, text: str) -> config.Problem:
+def one(tmp_path: Path, text: str) -> reader.Problem:
     found = problems(tmp_path, text)
     assert len(found) == 1, "\n".join(map(str, found))
     return found[0]
 
 
 def test_example_config_is_valid() -> None:
-    cfg = config.load(EXAMPLE)
+    cfg = reader.load(EXAMPLE)
     assert {j.name for j in cfg.jobs} == {"nightly", "weekly-check", "offsite-copy", "vps",
                                           "restore-test"}
     copy = cfg.job("offsite-copy")
@@ -66,12 +66,12 @@ def test_example_config_is_valid() -> None:
 
 
 def test_good_config_parses_into_frozen_model(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, GOOD))
+    cfg = reader.load(write(tmp_path, GOOD))
     drive = cfg.drive("d1")
     assert drive.type is DriveType.PLAIN
     assert drive.mount == Path("/mnt/offsite")
     assert cfg.job("nightly").kind is JobKind.BORGMATIC
-    assert cfg.job("copy").timeout == config.DEFAULT_TIMEOUTS[JobKind.MIRROR]
+    assert cfg.job("copy").timeout == reader.DEFAULT_TIMEOUTS[JobKind.MIRROR]
     with pytest.raises(AttributeError):
         drive.uuid = "x"  # type: ignore[misc]
 
@@ -135,7 +135,7 @@ def test_malformed_uuid(tmp_path: Path) -> None:
 
 
 def test_uuid_is_normalised_to_lower_case(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, GOOD.replace("11111111-2222-3333-4444-555555555555",
+    cfg = reader.load(write(tmp_path, GOOD.replace("11111111-2222-3333-4444-555555555555",
                                                    "ABCDEF01-2222-3333-4444-555555555555")))
     assert cfg.drive("d1").uuid == "abcdef01-2222-3333-4444-555555555555"
 
@@ -174,7 +174,7 @@ def test_calendar_rejected_by_systemd(tmp_path: Path) -> None:
 
 def test_calendar_accepted_forms(tmp_path: Path) -> None:
     for expression in ["weekly", "Mon..Fri 22:30", "*-*-1 03:00:00", "hourly"]:
-        config.load(write(tmp_path, GOOD.replace("schedule: daily", f"schedule: '{expression}'")))
+        reader.load(write(tmp_path, GOOD.replace("schedule: daily", f"schedule: '{expression}'")))
 
 
 def test_relative_mount_point(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_keyfile_private_is_accepted(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_bytes(os.urandom(64))
     key.chmod(0o400)
-    cfg = config.load(write(tmp_path, LUKS.format(keyfile=key)))
+    cfg = reader.load(write(tmp_path, LUKS.format(keyfile=key)))
     assert cfg.drive("d1").keyfile == key
 
 
@@ -242,7 +242,7 @@ def test_escaped_name_over_unit_limit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["with space", "unicodé", "50%", "$HOME", "-leading", "a.b_c:d"])
 def test_awkward_but_safe_names_are_accepted(tmp_path: Path, name: str) -> None:
-    cfg = config.load(write(tmp_path, GOOD.replace("  nightly:", f"  {name!r}:".replace("'", '"'))))
+    cfg = reader.load(write(tmp_path, GOOD.replace("  nightly:", f"  {name!r}:".replace("'", '"'))))
     assert name in {j.name for j in cfg.jobs}
 
 
@@ -269,7 +269,7 @@ def test_merge_keys_work(tmp_path: Path) -> None:
         "  weekly:\n    <<: &common {kind: borg-check, repositories: [main]}\n    schedule: weekly\n"
         "  monthly:\n    <<: *common\n    schedule: monthly\n    verify_data: true\n"
     )
-    cfg = config.load(write(tmp_path, text))
+    cfg = reader.load(write(tmp_path, text))
     assert cfg.job("weekly").kind is JobKind.BORG_CHECK
     assert cfg.job("monthly").repositories == ("main",) and cfg.job("monthly").verify_data
 
@@ -286,19 +286,19 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 def test_problem_text_has_file_line_column_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("type: plain", "type: lusk"))
-    with pytest.raises(config.ConfigError) as info:
-        config.load(path)
+    with pytest.raises(reader.ConfigError) as info:
+        reader.load(path)
     assert str(info.value).startswith(f"{path}:4:11: drives.d1.type: must be one of")
     assert "did you mean 'luks'?" in str(info.value)
 
 
 def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match="cannot read"):
-        config.load(tmp_path / "absent.yaml")
+    with pytest.raises(reader.ConfigError, match="cannot read"):
+        reader.load(tmp_path / "absent.yaml")
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes(b"jobs: {\xe9: 1}\n")
-    with pytest.raises(config.ConfigError, match="not UTF-8"):
-        config.load(bad)
+    with pytest.raises(reader.ConfigError, match="not UTF-8"):
+        reader.load(bad)
 
 
 def test_job_kind_requirements(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ notify:
 def test_notification_settings(tmp_path: Path) -> None:
     text = NOTIFY.replace("    schedule: daily\n", "    schedule: daily\n    on_warning: fail\n"
                           "    mail_on_success: true\n    stale_after: 2d\n")
-    cfg = config.load(write(tmp_path, text))
+    cfg = reader.load(write(tmp_path, text))
     nightly = cfg.job("nightly")
     assert (nightly.on_warning, nightly.mail_on_success, nightly.stale_after) == \
         (OnWarning.FAIL, True, 2 * 86400)
@@ -395,7 +395,7 @@ PULL = GOOD + """\
 
 def test_pull_settings(tmp_path: Path) -> None:
     reads = "    schedule: daily\n    reads: [/backup/holding/vps]\n  vps:"
-    cfg = config.load(write(tmp_path, PULL.replace("    schedule: daily\n  vps:", reads)))
+    cfg = reader.load(write(tmp_path, PULL.replace("    schedule: daily\n  vps:", reads)))
     vps = cfg.job("vps")
     assert vps.pull is not None and vps.pull.host_key == \
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE"

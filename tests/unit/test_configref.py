@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offsite import config, configref
+from offsite.config import reader, reference
 
 from .test_config import write
 
@@ -44,7 +44,7 @@ namespace:
 """
 
 
-class _AnyKeyfile(config.SystemHostChecks):
+class _AnyKeyfile(reader.SystemHostChecks):
     def keyfile_error(self, path: Path) -> str | None:
         return None
 
@@ -59,26 +59,26 @@ def _pattern(path: str) -> str:
 def test_the_parser_reads_exactly_the_documented_keys(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: set[tuple[str, str]] = set()
-    original = config._Map.get
+    original = reader._Map.get
 
-    def recording(self: config._Map, key: str) -> object:
+    def recording(self: reader._Map, key: str) -> object:
         asked.add((_pattern(self.path), key))
         return original(self, key)
 
-    monkeypatch.setattr(config._Map, "get", recording)
-    config.load(write(tmp_path, EVERYTHING), _AnyKeyfile())
-    documented = configref.documented_keys()
+    monkeypatch.setattr(reader._Map, "get", recording)
+    reader.load(write(tmp_path, EVERYTHING), _AnyKeyfile())
+    documented = reference.documented_keys()
     assert asked - documented == set(), "read by the parser, missing from configref"
     assert documented - asked == set(), "listed in configref, never read by the parser"
 
 
 def test_every_model_default_exists() -> None:
-    for section in configref.SECTIONS:
+    for section in reference.SECTIONS:
         for key in section.keys:
             if key.model:
-                assert configref.model_default(key.model), key
+                assert reference.model_default(key.model), key
 
 
 def test_the_reference_in_docs_is_current() -> None:
     current = (ROOT / "docs" / "config-reference.md").read_text()
-    assert current == configref.markdown(), "run `make docs` and commit docs/config-reference.md"
+    assert current == reference.markdown(), "run `make docs` and commit docs/config-reference.md"

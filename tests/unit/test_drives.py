@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offsite import config, drives
+from offsite.config import reader
+from offsite.views import drives
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86400.0
@@ -12,7 +13,7 @@ NOW = 1_800_000_000.0
 
 
 def test_rotation_due_and_stale() -> None:
-    cfg = config.load(ROOT / "examples" / "offsite.yaml")
+    cfg = reader.load(ROOT / "examples" / "offsite.yaml")
     a, b = (d.uuid for d in cfg.drives)
     records = {a: {"last_copy": NOW - 70 * DAY, "last_seen": NOW - 70 * DAY,
                    "last_copy_bytes": 5 << 30},
@@ -26,7 +27,7 @@ def test_rotation_due_and_stale() -> None:
 
 
 def test_a_drive_never_copied_is_due_and_says_so() -> None:
-    cfg = config.load(ROOT / "examples" / "offsite.yaml")
+    cfg = reader.load(ROOT / "examples" / "offsite.yaml")
     a, _ = (d.uuid for d in cfg.drives)
     rows = {r.name: r for r in drives.rows(cfg, {a: {"last_copy": NOW - DAY}}, NOW)}
     assert rows["offsite-b"].due and rows["offsite-b"].stale

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from offsite.follow import follow
+from offsite.views.follow import follow
 
 UNIT = "offsite-copy@d1.service"
 

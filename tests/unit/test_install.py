@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from offsite import config, install, render
+from offsite.config import reader
 from offsite.errors import Fatal
+from offsite.units import install, render
 
 ROOT = Path(__file__).resolve().parents[2]
 # Files the tree already has that offsite must never touch.
@@ -18,7 +19,7 @@ FOREIGN = {"etc/systemd/system/sshd.service": "[Service]\nExecStart=/usr/sbin/ss
 def rendered(tmp_path: Path, text: str | None = None, offsite: str = "/usr/bin/offsite") -> render.Rendered:
     path = tmp_path / "offsite.yaml"
     path.write_text(text or (ROOT / "examples" / "offsite.yaml").read_text())
-    return render.render(config.load(path), Path(offsite), Path("/etc/offsite/offsite.yaml"))
+    return render.render(reader.load(path), Path(offsite), Path("/etc/offsite/offsite.yaml"))
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offsite.mirror import Entry, Listing, Op, Step, plan
+from offsite.jobs.mirror import Entry, Listing, Op, Step, plan
 
 
 def listing(*files: tuple[str, int, int], marker: bool = False) -> Listing:
@@ -58,7 +58,7 @@ def test_a_current_copy_without_marker_is_redone() -> None:
 
 
 def test_progress_line() -> None:
-    from offsite.mirror import Progress, progress_line
+    from offsite.jobs.mirror import Progress, progress_line
 
     line = progress_line(Progress(1 << 30, 4 << 30, 10, 40), elapsed=10.0)
     assert line == "1.0 GiB of 4.0 GiB (25%), 10/40 files, 102.4 MiB/s, about 30 s left"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from offsite import history, mailtext, spool, staleness
-from offsite.mailer import DeliveryError
-from offsite.model import Config, Drive, DriveType, Email, Job, JobKind
-from offsite.outcome import Outcome, from_service
+from offsite.config.model import Config, Drive, DriveType, Email, Job, JobKind
+from offsite.notify import history, mailtext, spool, staleness
+from offsite.notify.outcome import Outcome, from_service
+from offsite.notify.transport import DeliveryError
 
 EMAIL = Email(("admin@example.org",), "offsite@nas.example.org")
 JOB = Job("nightly", JobKind.BORGMATIC, 3600.0, description="Nightly backup")
@@ -183,7 +183,7 @@ def test_an_unreadable_spool_file_is_left_in_place(tmp_path: Path) -> None:
 
 
 def test_a_ping_too_old_to_mean_anything_is_dropped(tmp_path: Path) -> None:
-    from offsite import pings
+    from offsite.notify import pings
 
     spool.add_ping("http://127.0.0.1:9/x", "", tmp_path, now=0.0)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from offsite import config, render
+from offsite.config import reader
 from offsite.run import run
+from offsite.units import render
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = Path("/usr/bin/offsite")
@@ -30,7 +31,7 @@ def example(tmp_path: Path) -> render.Rendered:
     text = text.replace("\nnotify:\n", "\n" + job + "notify:\n", 1)
     path = tmp_path / "offsite.yaml"
     path.write_text(text)
-    cfg = config.load(path)
+    cfg = reader.load(path)
     return render.render(cfg, OFFSITE, CONFIG)
 
 
@@ -127,5 +128,5 @@ def test_path_list_quotes_spaces_and_keeps_optional_prefix() -> None:
 
 
 def test_rendering_is_deterministic(example: render.Rendered, tmp_path: Path) -> None:
-    again = render.render(config.load(next(tmp_path.glob("*.yaml"))), OFFSITE, CONFIG)
+    again = render.render(reader.load(next(tmp_path.glob("*.yaml"))), OFFSITE, CONFIG)
     assert again.digest() == example.digest()

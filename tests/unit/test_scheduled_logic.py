@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from offsite import borgjson, pull, restoretest, sshkeys
+from offsite import sshkeys
+from offsite.config.model import Job, JobKind, PullSource
 from offsite.errors import Fatal
-from offsite.model import Job, JobKind, PullSource
+from offsite.jobs import borgjson, pull, restoretest
 
 SOURCE = PullSource("vps.example.org", ("/srv/app/data", "/etc"), "backup", 2222,
                     before="docker stop app", after="docker start app",

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from offsite import config, nbd, render, targets
-from offsite.model import CloudRaid, RaidLevel
+from offsite.config import reader
+from offsite.config.model import CloudRaid, RaidLevel
+from offsite.targets import assembly, nbd
+from offsite.units import render
 
 from .test_config import one, write
 
@@ -60,7 +62,7 @@ jobs:
 
 
 def test_targets_parse(tmp_path: Path, keyfile: Path) -> None:
-    cfg = config.load(write(tmp_path, raid_config(keyfile)))
+    cfg = reader.load(write(tmp_path, raid_config(keyfile)))
     cloud, remote = cfg.target("cloud"), cfg.target("remote")
     assert cloud.raid == CloudRaid((Path("/s/a"), Path("/s/b"), Path("/s/c")), 2 * 1024**3,
                                    RaidLevel.RAID5)
@@ -102,13 +104,13 @@ def test_a_size_that_is_not_a_size(tmp_path: Path, keyfile: Path) -> None:
 
 
 def marker(machine: str = ME, generation: int = 3, state: str = "clean",
-           set_id: str = SET, member: int = 0) -> targets.Marker:
-    return targets.Marker(set_id, member, generation, machine, "box", state, 1.0, 3)
+           set_id: str = SET, member: int = 0) -> assembly.Marker:
+    return assembly.Marker(set_id, member, generation, machine, "box", state, 1.0, 3)
 
 
 def test_a_marker_round_trips() -> None:
     m = marker()
-    assert targets.parse_marker(m.to_json()) == m
+    assert assembly.parse_marker(m.to_json()) == m
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
@@ -126,13 +128,13 @@ def test_a_marker_round_trips() -> None:
      + '", "state": "clean", "size": 99}', "out of range"),
 ])
 def test_a_marker_from_a_sync_folder_is_checked(text: str, fragment: str) -> None:
-    with pytest.raises(targets.MarkerError, match=re.escape(fragment)):
-        targets.parse_marker(text)
+    with pytest.raises(assembly.MarkerError, match=re.escape(fragment)):
+        assembly.parse_marker(text)
 
 
 def test_a_hostname_from_a_marker_is_made_printable() -> None:
     text = marker().to_json().replace('"box"', '"evil\\u001b[2Jhost"')
-    assert targets.parse_marker(text).hostname == "evil?[2Jhost"
+    assert assembly.parse_marker(text).hostname == "evil?[2Jhost"
 
 
 # -- the plan --------------------------------------------------------------------------
@@ -140,83 +142,83 @@ def test_a_hostname_from_a_marker_is_made_printable() -> None:
 RAID5 = CloudRaid((Path("/a"), Path("/b"), Path("/c")), 64 * 1024**2)
 
 
-def members(*markers: targets.Marker | None, images: tuple[bool, ...] = (True, True, True),
-            ) -> list[targets.Member]:
-    return [targets.Member(i, Path("/abc"[0] + "abc"[i]), images[i], m)
+def members(*markers: assembly.Marker | None, images: tuple[bool, ...] = (True, True, True),
+            ) -> list[assembly.Member]:
+    return [assembly.Member(i, Path("/abc"[0] + "abc"[i]), images[i], m)
             for i, m in enumerate(markers)]
 
 
 def test_all_current_members_assemble_clean() -> None:
-    plan = targets.plan(RAID5, members(marker(), marker(), marker()), ME)
+    plan = assembly.plan(RAID5, members(marker(), marker(), marker()), ME)
     assert plan.refusal is None and plan.assemble == (0, 1, 2) and not plan.degraded
 
 
 def test_a_missing_image_runs_degraded() -> None:
-    plan = targets.plan(RAID5, members(marker(), marker(), marker(),
+    plan = assembly.plan(RAID5, members(marker(), marker(), marker(),
                                        images=(True, False, True)), ME)
     assert plan.refusal is None and plan.missing == (1,) and plan.degraded
-    assert "missing: /b" in targets.describe(plan, members(marker(), marker(), marker()))
+    assert "missing: /b" in assembly.describe(plan, members(marker(), marker(), marker()))
 
 
 def test_a_stale_member_is_added_back() -> None:
-    plan = targets.plan(RAID5, members(marker(generation=9), marker(generation=5),
+    plan = assembly.plan(RAID5, members(marker(generation=9), marker(generation=5),
                                        marker(generation=9)), ME)
     assert plan.assemble == (0, 2) and plan.add == (1,) and plan.generation == 9
 
 
 def test_a_member_one_generation_behind_is_left_to_md() -> None:
     # dropped during the last run: md's own event count decides, the assembly re-adds it
-    plan = targets.plan(RAID5, members(marker(generation=9), marker(generation=8),
+    plan = assembly.plan(RAID5, members(marker(generation=9), marker(generation=8),
                                        marker(generation=9)), ME)
     assert plan.assemble == (0, 1, 2)
 
 
 def test_a_blank_member_from_repair_is_added() -> None:
-    plan = targets.plan(RAID5, members(marker(), marker(generation=0, state="blank"),
+    plan = assembly.plan(RAID5, members(marker(), marker(generation=0, state="blank"),
                                        marker()), ME)
     assert plan.add == (1,) and plan.refusal is None
 
 
 def test_two_members_missing_of_a_raid5_is_refused() -> None:
-    plan = targets.plan(RAID5, members(marker(), None, None, images=(True, False, False)), ME)
+    plan = assembly.plan(RAID5, members(marker(), None, None, images=(True, False, False)), ME)
     assert plan.refusal is not None and "only 1 of 3" in plan.refusal
 
 
 def test_raid1_survives_all_but_one() -> None:
     raid1 = CloudRaid(RAID5.members, RAID5.member_size, RaidLevel.RAID1)
-    plan = targets.plan(raid1, members(marker(), None, None, images=(True, False, False)), ME)
+    plan = assembly.plan(raid1, members(marker(), None, None, images=(True, False, False)), ME)
     assert plan.refusal is None and plan.missing == (1, 2)
 
 
 def test_another_computers_set_is_refused() -> None:
     for state in ("assembled", "clean"):
-        plan = targets.plan(RAID5, members(marker(), marker(OTHER, 4, state), marker()), ME)
+        plan = assembly.plan(RAID5, members(marker(), marker(OTHER, 4, state), marker()), ME)
         assert plan.refusal is not None and "another computer, box" in plan.refusal
         assert "take-over" in plan.refusal
 
 
 def test_members_of_different_sets_are_refused() -> None:
-    plan = targets.plan(RAID5, members(marker(), marker(set_id="d" * 32), marker()), ME)
+    plan = assembly.plan(RAID5, members(marker(), marker(set_id="d" * 32), marker()), ME)
     assert plan.refusal is not None and "different sets" in plan.refusal
 
 
 def test_members_beyond_the_sets_size_wait_for_grow() -> None:
     four = CloudRaid((*RAID5.members, Path("/d")), RAID5.member_size)
-    found = [*members(marker(), marker(), marker()), targets.Member(3, Path("/d"), False, None)]
-    plan = targets.plan(four, found, ME)
+    found = [*members(marker(), marker(), marker()), assembly.Member(3, Path("/d"), False, None)]
+    plan = assembly.plan(four, found, ME)
     assert plan.refusal is None and plan.new == (3,) and plan.size == 3 and not plan.degraded
-    assert "not in the set yet" in targets.describe(plan, found)
+    assert "not in the set yet" in assembly.describe(plan, found)
 
 
 def test_fewer_members_in_the_config_than_in_the_set_is_refused() -> None:
-    bigger = targets.Marker(SET, 2, 3, ME, "box", "clean", 1.0, 4)
-    found = [*members(marker(), marker(), marker())[:2], targets.Member(2, Path("/c"), True, bigger)]
-    plan = targets.plan(RAID5, found, ME)
+    bigger = assembly.Marker(SET, 2, 3, ME, "box", "clean", 1.0, 4)
+    found = [*members(marker(), marker(), marker())[:2], assembly.Member(2, Path("/c"), True, bigger)]
+    plan = assembly.plan(RAID5, found, ME)
     assert plan.refusal is not None and "the set has 4" in plan.refusal
 
 
 def test_no_marker_at_all_is_refused() -> None:
-    plan = targets.plan(RAID5, members(None, None, None), ME)
+    plan = assembly.plan(RAID5, members(None, None, None), ME)
     assert plan.refusal is not None and "offsite target create" in plan.refusal
 
 
@@ -224,7 +226,7 @@ def test_no_marker_at_all_is_refused() -> None:
 
 
 def test_units_of_targets(tmp_path: Path, keyfile: Path) -> None:
-    cfg = config.load(write(tmp_path, raid_config(keyfile)))
+    cfg = reader.load(write(tmp_path, raid_config(keyfile)))
     out = render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/offsite.yaml")).files
     job = out["offsite-cloudcopy.service"]
     assert "Wants=offsite-target-cloud.service" in job
@@ -242,7 +244,7 @@ def test_units_of_targets(tmp_path: Path, keyfile: Path) -> None:
 
 
 def test_the_far_sides_key_may_only_forward_to_nbd_server(tmp_path: Path, keyfile: Path) -> None:
-    cfg = config.load(write(tmp_path, raid_config(keyfile)))
+    cfg = reader.load(write(tmp_path, raid_config(keyfile)))
     line = nbd.authorized_line(cfg.target("remote"), "ssh-ed25519 AAAAC3Nz x\n", "192.0.2.7")
     assert line == ('restrict,port-forwarding,permitopen="127.0.0.1:10809",from="192.0.2.7",'
                     'command="/bin/false" ssh-ed25519 AAAAC3Nz x')
@@ -250,14 +252,14 @@ def test_the_far_sides_key_may_only_forward_to_nbd_server(tmp_path: Path, keyfil
         nbd.authorized_line(cfg.target("remote"), "ssh-ed25519 AAAA x", 'x" evil')
 
 
-class _AnyKeyfile(config.SystemHostChecks):
+class _AnyKeyfile(reader.SystemHostChecks):
     def keyfile_error(self, path: Path) -> str | None:
         return None  # the example's keyfiles do not exist on this machine
 
 
 def test_the_targets_example_is_valid() -> None:
     root = Path(__file__).resolve().parents[2]
-    cfg = config.load(root / "examples" / "targets.yaml", _AnyKeyfile())
+    cfg = reader.load(root / "examples" / "targets.yaml", _AnyKeyfile())
     assert [t.kind for t in cfg.targets] == ["cloud-raid", "nbd"]
     assert {j.target for j in cfg.jobs} == {"cloud", "remote"}
 
@@ -267,7 +269,7 @@ def test_security_scores_of_target_units(tmp_path: Path, keyfile: Path) -> None:
     closed device policy or a private /dev: it is allowed more than the job units."""
     from .test_render import score
 
-    cfg = config.load(write(tmp_path, raid_config(keyfile)))
+    cfg = reader.load(write(tmp_path, raid_config(keyfile)))
     out = render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/offsite.yaml")).files
     limits = {"offsite-target-cloud.service": 5.0, "offsite-target-remote.service": 5.0,
               "offsite-tunnel-remote.service": 3.0, "offsite-cloudcopy.service": 3.0,

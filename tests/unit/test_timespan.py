@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from offsite import timespan
+from offsite import quantities
 
 
 @pytest.mark.parametrize(
@@ -13,15 +13,15 @@ from offsite import timespan
      ("500ms", 0.5), ("1w", 604800), ("infinity", math.inf), (" 10 s ", 10), ("1.5h", 5400)],
 )
 def test_parse(text: str, seconds: float) -> None:
-    assert timespan.parse(text) == pytest.approx(seconds)
+    assert quantities.parse(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "h", "5 parsecs", "-1h", "1h x", "soon"])
 def test_parse_rejects(text: str) -> None:
-    with pytest.raises(timespan.TimeSpanError):
-        timespan.parse(text)
+    with pytest.raises(quantities.TimeSpanError):
+        quantities.parse(text)
 
 
 @pytest.mark.parametrize("seconds", [1, 59, 60, 3600, 5400, 86400 + 61, math.inf])
 def test_format_reads_back(seconds: float) -> None:
-    assert timespan.parse(timespan.format_span(seconds)) == seconds
+    assert quantities.parse(quantities.format_span(seconds)) == seconds

@@ -34,7 +34,7 @@ def luks_drive(g: Guest, image: Path, node: str, passphrase: str) -> str:
 
 
 def runs(g: Guest) -> list[tuple[str, str]]:
-    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite import history\n"
+    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite.notify import history\n"
                  "for r in reversed(history.runs(limit=1000)):\n    print(r.job, r.result)"])
     return [(a, b) for a, b in (line.split() for line in out.stdout.splitlines())]
 

@@ -57,7 +57,7 @@ def start_job(g: Guest, unit: str) -> bool:
 
 def spooled_subjects(g: Guest) -> list[str]:
     """The subjects of the mails waiting in the spool (no mail server in the guest)."""
-    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite import spool\n"
+    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite.notify import spool\n"
                  "for e in spool.entries():\n    print(e.subject)"]).stdout
     return out.splitlines()
 

@@ -1,0 +1,326 @@
+"""``offsite agent``: the long-running watcher (offsite-agent.service, Type=notify).
+
+systemd starts the jobs; the agent watches and shows. One asyncio loop, no polling:
+- udev, through pyudev's monitor socket in the loop: a configured drive appearing sets the
+  LED to "working" at once (before its job has started); an unknown LUKS or filesystem
+  UUID is logged with what to do about it; a USB device appearing re-finds the LED;
+- systemd, over D-Bus (dbus-fast): the ActiveState of offsite's units as it changes; when
+  a job unit ends, its result is read from the history its stop hook wrote;
+- the watchdog, READY and STATUS through sd_notify.
+A lost bus or a re-executed systemd: reconnect and rebuild the picture from systemd's
+current state and the history. SIGHUP: re-read the history and the LED (`offsite led clear`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from offsite import sdnotify, state
+from offsite.agent import ledstate
+from offsite.agent.ledstate import Phase, Picture
+from offsite.agent.stick import Stick
+from offsite.config.model import Config, DriveType
+from offsite.log import fields
+from offsite.notify import history, metrics
+from offsite.units import render
+
+log = logging.getLogger(__name__)
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+UNIT_PREFIX_PATH = "/org/freedesktop/systemd1/unit/"
+LED_STATE = state.RUN_DIR / "led.json"  # what the LED shows now, for `offsite status`
+LED_CLEARED = state.STATE_DIR / "led.json"  # failures before this are not shown red
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+RUNNING = ("activating", "active", "deactivating", "reloading")
+
+
+def unit_from_path(path: str) -> str | None:
+    """systemd's object path of a unit back to its name (_2d -> '-', ...)."""
+    if not path.startswith(UNIT_PREFIX_PATH):
+        return None
+    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)),
+                  path[len(UNIT_PREFIX_PATH):])
+
+
+@dataclass
+class Units:
+    """Which job (and drive) each of offsite's job units runs; which unit unlocks which drive."""
+
+    jobs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    unlock: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cfg: Config) -> Units:
+        units = cls()
+        for job in cfg.jobs:
+            drives = getattr(job.trigger, "drives", None)
+            if drives:
+                for drive in drives:
+                    units.jobs[render.job_unit(job.name, drive)] = (job.name, drive)
+            else:
+                units.jobs[render.job_unit(job.name)] = (job.name, None)
+        for drive in cfg.drives:
+            if drive.type is DriveType.LUKS:
+                units.unlock[render.unlock_unit(drive.name)] = drive.name
+        return units
+
+
+class Agent:
+    def __init__(self, cfg: Config, stick: Stick | None = None) -> None:
+        self.cfg = cfg
+        self.units = Units.of(cfg)
+        self.stick = stick or Stick(cfg.notify.led)
+        self.active: dict[str, str | None] = {}  # running job unit -> its drive
+        self.drives: dict[str, Phase] = {}  # plugged drive -> phase
+        self.devices: dict[str, str] = {}  # udev sys_path of a plugged drive -> its name
+        self.unknown: dict[str, str] = {}  # sys_path -> UUID of a drive offsite does not know
+        self.unlocked: set[str] = set()
+        self.verdict = ledstate.Verdict("off", "starting")
+        self.by_uuid = {d.uuid: d.name for d in cfg.drives}
+        self.bus: Any = None
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # connected and the first picture taken
+
+    # -- the picture and the LED ----------------------------------------------------------
+    def failed_jobs(self) -> set[str]:
+        cleared = float(state.read(LED_CLEARED).get("cleared", 0.0))
+        failed = set()
+        for job in self.cfg.jobs:
+            for run in history.runs(job.name, limit=20):
+                if run.result in (None, "skipped", "interrupted"):
+                    continue
+                if run.result == "failed" and (run.finished or 0) > cleared:
+                    failed.add(job.name)
+                break
+        return failed
+
+    def update(self, why: str = "") -> None:
+        picture = Picture(dict(self.active), dict(self.drives), frozenset(self.failed_jobs()),
+                          frozenset(self.unlocked))
+        verdict = ledstate.resolve(picture)
+        if verdict != self.verdict or self.stick.shown != verdict.state:
+            if verdict.state != self.verdict.state:
+                log.info("LED: %s (%s)%s", verdict.state, verdict.why, f"; {why}" if why else "")
+            self.verdict = verdict
+            self.stick.show(verdict.state)
+            state.write(LED_STATE, {"state": verdict.state, "why": verdict.why,
+                                    "device": self.stick.shown is not None, "since": time.time()})
+            sdnotify.notify(f"STATUS=LED {verdict.state}: {verdict.why}")
+
+    # -- udev -------------------------------------------------------------------------------
+    def on_block(self, sys_path: str, action: str, uuid: str | None, fstype: str | None) -> None:
+        """A block device came, changed or went (a loop device gets a file: "change"). uuid
+        and fstype are what udev read from it: never trusted, only compared with the
+        configuration; never a name, a path or an argument."""
+        if action == "remove" or uuid is None or not _UUID.match(uuid):
+            uuid = None
+        name = self.by_uuid.get(uuid.lower()) if uuid else None
+        if uuid is None:
+            self.unknown.pop(sys_path, None)
+        elif name is None and fstype in ("crypto_LUKS", "ext4", "xfs", "btrfs") and \
+                self.unknown.get(sys_path) != uuid:
+            self.unknown[sys_path] = uuid  # said once per appearance
+            self._tell_unknown(uuid.lower(), fstype)
+        before = self.devices.get(sys_path)
+        if name == before:
+            return
+        if before is not None:
+            del self.devices[sys_path]
+            if before not in self.devices.values() and before in self.drives:
+                del self.drives[before]
+                self.update(f"drive {before} removed")
+        if name is not None:
+            self.devices[sys_path] = name
+            if name not in self.drives:
+                self.drives[name] = Phase.PENDING
+                self.update(f"drive {name} plugged in")
+
+    @staticmethod
+    def _tell_unknown(uuid: str, fstype: str) -> None:
+        # the UUID matched the 8-4-4-4-12 hex pattern above; fstype is one of four names
+        kind = "luks" if fstype == "crypto_LUKS" else "plain"
+        log.info("a drive offsite does not know appeared (%s, UUID %s); to make it an "
+                 "off-site drive: offsite drive enroll --uuid %s NAME, or add it under drives: "
+                 "with uuid: %s and type: %s", fstype, uuid, uuid, uuid, kind)
+
+    def drain_udev(self, monitor: Any) -> None:
+        while True:
+            device = monitor.poll(timeout=0)
+            if device is None:
+                return
+            if device.subsystem == "usb" and device.action == "add" and self.stick.shown is None:
+                self.update("a USB device appeared")
+                continue
+            if device.subsystem == "block":
+                self.on_block(device.sys_path, device.action or "", device.get("ID_FS_UUID"),
+                              device.get("ID_FS_TYPE"))
+
+    # -- systemd ----------------------------------------------------------------------------
+    def on_unit_state(self, unit: str, active_state: str) -> None:
+        if unit in self.units.unlock:
+            luks = self.units.unlock[unit]
+            if active_state in RUNNING:
+                self.unlocked.add(luks)
+            else:
+                self.unlocked.discard(luks)
+            self.update()
+            return
+        if unit not in self.units.jobs:
+            return
+        job, drive = self.units.jobs[unit]
+        if active_state in RUNNING:
+            if unit not in self.active:
+                self.active[unit] = drive
+                self.update(f"{unit} started")
+            return
+        if unit in self.active:
+            del self.active[unit]
+            latest = history.runs(job, limit=1)
+            result = latest[0].result if latest else None
+            if drive is not None and drive in self.drives:
+                self.drives[drive] = Phase.FAILED if result == "failed" else (
+                    Phase.DONE if result in ("success", "warning", "skipped") else
+                    self.drives[drive])
+            metrics.write(self.cfg)
+            log.info("%s ended: %s", unit, result or "not recorded", extra=fields(job=job))
+            self.update(f"{unit} ended")
+
+    async def rebuild(self) -> None:
+        """The picture from systemd's current state (at start, after a reconnect)."""
+        reply = await self._call("ListUnitsByPatterns", "asas", [list(RUNNING), ["offsite-*"]])
+        running = {u[0]: u[3] for u in reply[0]}
+        self.active = {u: d for u, (_, d) in self.units.jobs.items() if u in running}
+        self.unlocked = {d for u, d in self.units.unlock.items() if u in running}
+        self.drives, self.devices = {}, {}
+        for sys_path, name in self.plugged_now():
+            self.devices[sys_path] = name
+            jobs = [u for u, (_, d) in self.units.jobs.items() if d == name]
+            if any(u in self.active for u in jobs):
+                self.drives[name] = Phase.PENDING
+            else:
+                runs = [r for r in history.runs(limit=50) if r.drive == name and r.result]
+                done = not runs or runs[0].result != "failed"
+                self.drives[name] = Phase.DONE if done else Phase.FAILED
+        self.update("picture rebuilt from systemd")
+
+    def plugged_now(self) -> list[tuple[str, str]]:
+        """(sys_path, drive) of the configured drives plugged in now, from udev's database."""
+        import pyudev
+
+        found = []
+        for device in pyudev.Context().list_devices(subsystem="block"):
+            uuid = device.get("ID_FS_UUID")
+            name = self.by_uuid.get(uuid.lower()) if uuid and _UUID.match(uuid) else None
+            if name is not None:
+                found.append((device.sys_path, name))
+        return found
+
+    async def _call(self, member: str, signature: str = "", body: list[Any] | None = None,
+                    destination: str = SYSTEMD, path: str = MANAGER_PATH,
+                    interface: str = "org.freedesktop.systemd1.Manager") -> list[Any]:
+        from dbus_fast import Message, MessageType
+
+        reply = await self.bus.call(Message(destination=destination, path=path,
+                                            interface=interface, member=member,
+                                            signature=signature, body=body or []))
+        if reply.message_type == MessageType.ERROR:
+            raise ConnectionError(f"{member}: {reply.error_name}: {reply.body}")
+        return list(reply.body)
+
+    def on_message(self, message: Any) -> None:
+        if message.member == "PropertiesChanged" and message.body and \
+                message.body[0] == "org.freedesktop.systemd1.Unit":
+            unit = unit_from_path(message.path or "")
+            changed = message.body[1]
+            if unit and "ActiveState" in changed:
+                self.on_unit_state(unit, changed["ActiveState"].value)
+        elif message.member == "NameOwnerChanged" and message.body and message.body[0] == SYSTEMD:
+            log.info("systemd's bus name changed owner (re-executed?); rebuilding")
+            asyncio.get_running_loop().create_task(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._call("Subscribe")
+            await self.rebuild()
+
+    async def connect(self) -> None:
+        from dbus_fast import BusType
+        from dbus_fast.aio import MessageBus
+
+        self.bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        self.bus.add_message_handler(self.on_message)
+        for rule in (f"type='signal',sender='{SYSTEMD}',interface='org.freedesktop.DBus."
+                     f"Properties',member='PropertiesChanged',path_namespace='{MANAGER_PATH}/unit'",
+                     "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+                     f"arg0='{SYSTEMD}'"):
+            await self._call("AddMatch", "s", [rule], destination="org.freedesktop.DBus",
+                             path="/org/freedesktop/DBus", interface="org.freedesktop.DBus")
+        await self._call("Subscribe")
+        await self.rebuild()
+        self.ready.set()
+
+    async def bus_loop(self) -> None:
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                await self.connect()
+                delay = 1.0
+                await self.bus.wait_for_disconnect()
+                log.warning("lost the D-Bus connection; reconnecting")
+            except Exception as exc:  # any failure of the bus: log it, try again later
+                log.warning("cannot talk to systemd over D-Bus (%s: %s); again in %.0f s",
+                            type(exc).__name__, exc, delay)
+                if self.bus is not None:
+                    with contextlib.suppress(Exception):
+                        self.bus.disconnect()
+                    self.bus = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, 30.0)
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        import pyudev
+
+        loop = asyncio.get_running_loop()
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        monitor.filter_by("block")
+        monitor.filter_by("usb")
+        monitor.start()
+        loop.add_reader(monitor.fileno(), self.drain_udev, monitor)
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.update("SIGHUP"))
+        bus = loop.create_task(self.bus_loop())
+        while not self.ready.is_set():  # the first picture before READY
+            if bus.done():
+                bus.result()
+            await asyncio.sleep(0.05)
+        metrics.write(self.cfg)
+        sdnotify.notify("READY=1", f"STATUS=LED {self.verdict.state}: {self.verdict.why}")
+        log.info("agent ready: watching %d job unit(s) and %d drive(s)", len(self.units.jobs),
+                 len(self.cfg.drives))
+        watchdog = sdnotify.watchdog_interval()
+        while not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), watchdog or None)
+            if watchdog:
+                sdnotify.notify("WATCHDOG=1")
+        sdnotify.notify("STOPPING=1")
+        bus.cancel()
+        loop.remove_reader(monitor.fileno())
+        if self.bus is not None:
+            self.bus.disconnect()
+        return 0
+
+
+def main(cfg: Config) -> int:
+    return asyncio.run(Agent(cfg).run())

@@ -1,0 +1,281 @@
+"""``offsite exec JOB``: what a job unit runs. Takes the job's locks, then does its work.
+
+Each kind's work is a function from the model to argv lists run through offsite.run;
+borg's exit code 1 (warning) is a warning, not a failure. Kinds whose work belongs to a
+later part of offsite say so and fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from offsite import locks, state
+from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
+from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
+from offsite.jobs import borgjson, mirror, namespace, pull, restoretest
+from offsite.log import fields
+from offsite.run import CommandError, lines, run
+from offsite.targets import assembly, cloudraid
+from offsite.units import render
+
+log = logging.getLogger(__name__)
+
+BORG_WARNING = 1
+
+
+def resources(cfg: Config, job: Job) -> list[str]:
+    """What a job touches: no two jobs sharing any of these run at once (drives of a
+    rotation group share their mount point, so they take turns there too)."""
+    touched = [str(cfg.repository(name).path) for name in job.repositories]
+    if job.destination is not None:
+        touched.append(str(job.destination))
+    touched += [str(p) for p in job.reads]
+    if isinstance(job.trigger, DriveTrigger):
+        touched += [str(cfg.drive(name).mount) for name in job.trigger.drives]
+    if job.target is not None:
+        touched.append(str(cfg.target(job.target).mount))
+    return touched
+
+
+def borg_check_argv(repository: Path, verify_data: bool) -> list[str]:
+    return ["borg", "check", *(["--verify-data"] if verify_data else []), "--", str(repository)]
+
+
+def borgmatic_argv(config: Path | None) -> list[str]:
+    # check is its own job (with several configurations borgmatic would check each one)
+    return ["borgmatic", *(["--config", str(config)] if config else []), "--verbosity", "1",
+            "create", "prune"]
+
+
+def _run_borg(job: Job, argv: list[str], warning_ok: bool = True) -> bool:
+    """Run borg with --log-json --progress, its messages and progress going to the journal
+    as they come; True if it ended with a warning (exit 1). warning_ok=False: exit 1 is a
+    failure (`borg check` exits 1 when it found errors)."""
+    reader = borgjson.Reader()
+
+    def on_line(line: str) -> None:
+        said = reader.feed(line, time.monotonic())
+        if said is not None:
+            level, message, extra = said
+            log.log(level, "%s", message, extra=fields(job=job.name, **extra))
+
+    try:
+        result = lines([argv[0], "--log-json", "--progress", *argv[1:]], on_line,
+                       ok_codes=(0, BORG_WARNING) if warning_ok else (0,), timeout=job.timeout)
+    except CommandError as exc:
+        why = "; ".join(reader.errors[-3:]) or str(exc)
+        raise Fatal(f"{' '.join(argv[:2])} failed (exit code {exc.returncode}): {why}") from exc
+    return result.returncode == BORG_WARNING
+
+
+def _run_borgmatic(job: Job, argv: list[str]) -> None:
+    """borgmatic judges borg's warnings itself (1.7 logs them and exits 0): any exit code
+    but 0 is a failure."""
+    try:
+        lines(argv, lambda line: log.info("%s", line, extra=fields(job=job.name)),
+              timeout=job.timeout)
+    except CommandError as exc:
+        raise Fatal(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Done:
+    """How a job's work ended when it did not fail."""
+
+    warned: bool = False  # borg's exit 1, rsync's 24
+    bytes: int | None = None  # what it copied, when it copies
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: Config
+    job: Job
+    drive: str | None  # the drive that started the job, if a drive did
+    offsite: Path  # this offsite executable (run again under borg with-lock)
+
+
+def _borg_check(ctx: Context) -> Done:
+    cfg, job = ctx.cfg, ctx.job
+    warned = False
+    for name in job.repositories:
+        repo = cfg.repository(name)
+        log.info("checking repository %s (%s)", name, repo.path, extra=fields(job=job.name))
+        # borg check's exit 1 means it found errors: never a mere warning
+        warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data), warning_ok=False)
+    return Done(warned)
+
+
+def _borgmatic(ctx: Context) -> Done:
+    cfg, job = ctx.cfg, ctx.job
+    configs = {cfg.repository(name).borgmatic_config for name in job.repositories}
+    for config in sorted(configs, key=str) if None not in configs else [None]:
+        log.info("borgmatic create and prune%s", f" with {config}" if config else "",
+                 extra=fields(job=job.name))
+        _run_borgmatic(job, borgmatic_argv(config))
+    return Done()
+
+
+def _pull(ctx: Context) -> Done:
+    return Done(warned=pull.pull(ctx.job))
+
+
+def _restore_test(ctx: Context) -> Done:
+    for name in ctx.job.repositories:
+        restoretest.test_repository(ctx.cfg.repository(name).path, ctx.job.sample, ctx.job.name)
+    return Done()
+
+
+def _plugged_drive(ctx: Context) -> Drive | None:
+    """The drive to copy to: the one that started the job, else a plugged one of its group."""
+    if ctx.drive is not None:
+        candidates = [ctx.cfg.drive(ctx.drive)]
+    elif isinstance(ctx.job.trigger, DriveTrigger):
+        candidates = [ctx.cfg.drive(n) for n in ctx.job.trigger.drives]
+    else:
+        raise Fatal(f"job {ctx.job.name} has no drive")
+    for drive in candidates:
+        if Path(render.filesystem_device(drive)).exists():
+            return drive
+    return None
+
+
+def _mirror(ctx: Context) -> Done:
+    """Mount the drive (only in this namespace), copy each repository, sync, unmount."""
+    if ctx.job.target is not None:
+        return _mirror_to_target(ctx, ctx.cfg.target(ctx.job.target))
+    drive = _plugged_drive(ctx)
+    job = ctx.job
+    if drive is None:
+        names = ", ".join(repr(d) for d in (job.trigger.drives if isinstance(
+            job.trigger, DriveTrigger) else ()))
+        log.warning("skipped: drive %s is not plugged in; nothing to do", names,
+                    extra=fields(job=job.name))
+        raise Skip(f"drive {names} is not plugged in")
+    record = state.drive_file(drive.uuid)
+    state.update(record, name=drive.name, last_seen=time.time())
+    copied = _copy_to(ctx, render.filesystem_device(drive), drive.mount, f"drive {drive.name}")
+    state.update(record, last_copy=time.time(), last_copy_bytes=copied, last_job=job.name)
+    log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
+             " and is locked when this job ends" if drive.type is DriveType.LUKS
+             else " and safe to remove",
+             extra=fields(job=job.name, drive=drive.name))
+    return Done(bytes=copied)
+
+
+def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> int:
+    """Mount device at mount (only in this namespace), copy each repository, sync, unmount."""
+    job = ctx.job
+    _release_stale(mount, what)
+    run(["mount", "-o", "nodev,nosuid,noexec", "--", device, mount])
+    copied = 0
+    try:
+        for name in job.repositories:
+            repo = ctx.cfg.repository(name)
+            log.info("copying repository %s to %s", name, what, extra=fields(job=job.name))
+            copied += mirror.copy_locked(repo.path, mount / name, ctx.offsite, job.name)
+        run(["sync", "--file-system", "--", mount])
+    finally:
+        run(["umount", "--", mount], check=False)
+    return copied
+
+
+def _mirror_to_target(ctx: Context, target: Target) -> Done:
+    """The target unit assembled and unlocked it before this job (Wants=, After=); it
+    takes it down again after. A target that could not be assembled fails the job with
+    the assembly's reason, so the failure mail says it."""
+    job = ctx.job
+    device = assembly.filesystem_device(target)
+    if not Path(device).exists():
+        health = state.read(assembly.health_file(target))
+        why = health.get("detail") if health.get("state") in ("refused", "failed") else None
+        raise Fatal(f"target {target.name} is not assembled: "
+                    + (str(why) if why else f"see journalctl -u {assembly.unit(target)}"))
+    copied = _copy_to(ctx, device, target.mount, f"target {target.name}")
+    state.update(assembly.health_file(target), last_copy=time.time(), last_copy_bytes=copied,
+                 last_job=job.name)
+    trouble = cloudraid.degraded_now(target) if target.raid is not None else None
+    if trouble:
+        raise Fatal(f"the copy to target {target.name} is complete ({copied} bytes), but the "
+                    f"target is DEGRADED: {trouble}. Put the member's file back (the next run "
+                    f"resyncs it), or make a new one: offsite target repair {target.name}")
+    log.info("target %s holds a complete copy; it is unmounted and is locked when this job "
+             "ends", target.name, extra=fields(job=job.name))
+    return Done(bytes=copied)
+
+
+def release(mount: Path, what: str) -> bool:
+    """Unmount a drive or target in this namespace if a job left it mounted (killed before
+    it could unmount). Lazily: the device under it may be gone. True if there was a mount.
+
+    A job running now holds the mount point's lock and owns what is mounted there: then
+    nothing is touched (that job clears a stale mount itself before it mounts).
+    """
+    with locks.try_held(str(mount), f"release of {what}") as free:
+        return free and _release_stale(mount, what)
+
+
+def _release_stale(mount: Path, what: str) -> bool:
+    """Called with the mount point's lock held: anything mounted there is stale."""
+    if str(mount) not in namespace.mount_points():
+        return False
+    log.warning("%s (%s) is still mounted from a job that did not finish; unmounting it",
+                mount, what)
+    run(["umount", "--lazy", "--", mount])
+    return True
+
+
+class Skip(Exception):
+    """Nothing to do, and that is not a failure (a drive that is not plugged in)."""
+
+
+WORK: dict[JobKind, Callable[[Context], Done]] = {
+    JobKind.BORG_CHECK: _borg_check,
+    JobKind.BORGMATIC: _borgmatic,
+    JobKind.MIRROR: _mirror,
+    JobKind.PULL: _pull,
+    JobKind.RESTORE_TEST: _restore_test,
+}
+
+
+def tell_hook(**values: object) -> None:
+    """Leave facts about this run (bytes copied, why it failed) for the unit's stop hook."""
+    invocation = os.environ.get("INVOCATION_ID", "")
+    if re.fullmatch(r"[0-9a-f]{32}", invocation):
+        state.update(state.run_summary_file(invocation), **values)
+
+
+def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
+            lock_dir: Path = locks.LOCK_DIR) -> int:
+    try:
+        job = cfg.job(name)
+    except StopIteration:
+        known = ", ".join(j.name for j in cfg.jobs)
+        raise Fatal(f"no job named {name!r} in {cfg.source}", f"known jobs: {known}") from None
+    started = time.monotonic()
+    host_id = namespace.recorded_borg_host_id(cfg)
+    if host_id and "BORG_HOST_ID" not in os.environ:
+        os.environ["BORG_HOST_ID"] = host_id  # handed on to every borg this job runs
+    invocation = os.environ.get("INVOCATION_ID", "")
+    with locks.held(resources(cfg, job), job.name, job.timeout, lock_dir):
+        log.info("job %s (%s) started%s", job.name, job.kind,
+                 f", run {invocation}" if invocation else "",
+                 extra=fields(job=job.name, drive=drive))
+        try:
+            done = WORK[job.kind](Context(cfg, job, drive, offsite))
+        except Skip:
+            return EXIT_SKIPPED
+        # said while the locks are held: the next job's "started" comes after this line
+        if done.bytes is not None:
+            tell_hook(bytes=done.bytes)
+        if done.warned and job.on_warning is OnWarning.FAIL:
+            raise Fatal(f"job {job.name} ended with warnings, and on_warning is fail")
+        outcome = "finished with warnings" if done.warned else "succeeded"
+        log.info("job %s %s in %.1f s", job.name, outcome, time.monotonic() - started,
+                 extra=fields(job=job.name))
+    return EXIT_WARNING if done.warned else 0

@@ -1,0 +1,400 @@
+"""A copy of a borg repository that survives being interrupted at any moment.
+
+``rsync -a --delete`` of a borg repository is not safe to interrupt: it sorts names
+lexically (segment 10 before segment 9), deletes during the transfer and may send the
+index before the segments it refers to. Copying in place in a careful order is not safe
+either: after ``borg compact`` the source has dropped the delete tags that only mattered
+while old segments existed, so old segments plus new ones plus the old index make a
+repository with orphaned objects (the fault-injection test found exactly that).
+
+So the copy is a new tree beside the old one, swapped in by one atomic rename:
+
+    DEST                    -> a symlink to the tree that holds the last complete copy
+    DEST.offsite/<n>/       the trees; <n> grows by one per copy
+
+1. a new tree is filled: files unchanged since the current copy are hard links to it (no
+   data written), new ones are copied to a temporary name, fsync'd and renamed in; a tree
+   left by an interrupted run is reused, so the work already done is kept;
+2. the completion marker is written into the new tree;
+3. a symlink to the new tree replaces DEST with rename(2): DEST names the old complete
+   copy or the new one, never anything in between;
+4. old trees are removed.
+
+What to do is decided by a pure function (``plan``) from listings; ``apply`` carries it
+out. The source is held still by ``borg with-lock`` (``copy_locked``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from offsite import durable
+from offsite.errors import Fatal
+from offsite.run import interactive
+
+log = logging.getLogger(__name__)
+
+MARKER = "offsite-mirror.json"
+PARTIAL = ".offsite-partial"
+TREES_SUFFIX = ".offsite"
+TRANSACTION = re.compile(r"^(hints|integrity|index)\.(\d+)$")
+# Files borg keeps at the top of a repository that belong in a copy (locks do not).
+PLAIN_FILES = ("config", "README", "nonce")
+LOCK_WAIT = 600  # seconds borg waits for the source repository's lock
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative to the repository
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    files: dict[str, Entry] = field(default_factory=dict)  # every file a copy needs
+    marker: bool = False
+
+    def segments(self) -> dict[int, Entry]:
+        return {int(Path(p).name): e for p, e in self.files.items() if p.startswith("data/")}
+
+
+class Op(StrEnum):
+    DROP = "drop"  # a file an interrupted run left in the new tree that src no longer has
+    LINK = "link"  # hard link from the current copy: unchanged
+    COPY = "copy"  # from the source
+    MARK = "mark"  # the completion marker, in the new tree
+    SWAP = "swap"  # DEST -> the new tree, atomically
+    CLEAN = "clean"  # remove trees DEST no longer names
+
+
+@dataclass(frozen=True)
+class Step:
+    op: Op
+    path: str = ""
+    size: int = 0
+
+
+def _entry(root: Path, path: Path) -> Entry:
+    st = path.stat()
+    return Entry(str(path.relative_to(root)), st.st_size, st.st_mtime_ns)
+
+
+def scan(repo: Path) -> Listing:
+    """What a repository directory holds, as far as a copy is concerned."""
+    files: dict[str, Entry] = {}
+    if not repo.is_dir():
+        return Listing()
+    data = repo / "data"
+    if data.is_dir():
+        for sub in data.iterdir():
+            if sub.is_dir() and sub.name.isdigit():
+                for seg in sub.iterdir():
+                    if seg.name.isdigit() and seg.is_file():
+                        entry = _entry(repo, seg)
+                        files[entry.path] = entry
+    for path in repo.iterdir():
+        if (TRANSACTION.match(path.name) or path.name in PLAIN_FILES) and path.is_file():
+            files[path.name] = _entry(repo, path)
+    return Listing(files, (repo / MARKER).exists())
+
+
+def _same(a: Entry, b: Entry | None) -> bool:
+    # borg never rewrites a segment under the same number; size and mtime (which the copy
+    # carries over) tell a complete earlier copy from a missing or different file.
+    return b is not None and a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+def _order(path: str) -> tuple[int, int, str]:
+    # Segments in ascending number first (so a partial tree holds a prefix), then the rest.
+    if path.startswith("data/"):
+        return (0, int(Path(path).name), path)
+    return (1, 0, path)
+
+
+def plan(src: Listing, current: Listing, partial: Listing) -> list[Step]:
+    """Steps that make a new tree holding src and swap it in.
+
+    current: the tree DEST names now (may be empty); partial: a tree an interrupted run
+    left (its files that match src are kept, the others dropped).
+    """
+    if current.marker and all(_same(e, current.files.get(p)) for p, e in src.files.items()) \
+            and set(current.files) == set(src.files):
+        return [Step(Op.CLEAN)]
+    steps = [Step(Op.DROP, path) for path in sorted(partial.files) if path not in src.files]
+    for path in sorted(src.files, key=_order):
+        entry = src.files[path]
+        if _same(entry, partial.files.get(path)):
+            continue
+        if _same(entry, current.files.get(path)):
+            steps.append(Step(Op.LINK, path))
+        else:
+            steps.append(Step(Op.COPY, path, entry.size))
+    steps += [Step(Op.MARK), Step(Op.SWAP), Step(Op.CLEAN)]
+    return steps
+
+
+def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int:
+    """Copy to a temporary name, fsync, keep the mtime, rename into place."""
+    st = src.stat()
+    copied = 0
+    with src.open("rb") as fin, partial.open("wb") as fout:
+        while block := fin.read(chunk):
+            fout.write(block)
+            copied += len(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.utime(partial, ns=(st.st_atime_ns, st.st_mtime_ns))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial.replace(dst)
+    return copied
+
+
+def _link_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    os.link(src, dst)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the trees of one destination live."""
+
+    dest: Path
+
+    @property
+    def trees(self) -> Path:
+        return self.dest.with_name(self.dest.name + TREES_SUFFIX)
+
+    def current(self) -> Path | None:
+        if self.dest.is_symlink():
+            target = self.dest.resolve()
+            return target if target.is_dir() else None
+        return self.dest if self.dest.is_dir() else None
+
+    def generations(self) -> list[int]:
+        if not self.trees.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.trees.iterdir() if p.name.isdigit())
+
+    def next_tree(self) -> Path:
+        """The newest tree if it is not the current copy (an interrupted run's work, to be
+        reused), else a new one."""
+        generations = self.generations()
+        if not generations:
+            return self.trees / "1"
+        newest = self.trees / str(generations[-1])
+        current = self.current()
+        if current is not None and current.resolve() == newest.resolve():
+            return self.trees / str(generations[-1] + 1)
+        return newest
+
+
+@dataclass(frozen=True)
+class Progress:
+    bytes_done: int
+    bytes_total: int
+    steps_done: int
+    steps_total: int
+
+
+def progress_line(p: Progress, elapsed: float) -> str:
+    """'1.2 GiB of 4.0 GiB (30%), 85 MiB/s, about 34 s left' (pure, for logs and the CLI)."""
+    def size(n: float) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if n < 1024 or unit == "TiB":
+                return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+            n /= 1024
+        return ""
+
+    percent = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
+    text = f"{size(p.bytes_done)} of {size(p.bytes_total)} ({percent:.0f}%), " \
+           f"{p.steps_done}/{p.steps_total} files"
+    if elapsed > 0 and p.bytes_done:
+        rate = p.bytes_done / elapsed
+        text += f", {size(rate)}/s"
+        if p.bytes_done < p.bytes_total:
+            text += f", about {(p.bytes_total - p.bytes_done) / rate:.0f} s left"
+    return text
+
+
+class ThrottledProgress:
+    """Logs a progress line at most every `every` seconds (and the last one), not per file."""
+
+    def __init__(self, job: str | None, every: float = 5.0) -> None:
+        self.job = job
+        self.every = every
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and p.steps_done < p.steps_total:
+            return
+        self.last = now
+        extra = {"fields": {"PROGRESS_BYTES": str(p.bytes_done),
+                            "PROGRESS_TOTAL": str(p.bytes_total),
+                            **({"JOB": self.job} if self.job else {})}}
+        log.info("copy: %s", progress_line(p, now - self.started), extra=extra)
+
+
+@dataclass(frozen=True)
+class Result:
+    steps: int
+    bytes_copied: int
+    seconds: float
+
+
+def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
+          progress: Callable[[Progress], None] | None = None) -> Result:
+    started = time.monotonic()
+    current = layout.current()
+    new.mkdir(parents=True, exist_ok=True)
+    partial = new / PARTIAL
+    partial.unlink(missing_ok=True)
+    (new / MARKER).unlink(missing_ok=True)  # a reused tree is not complete until MARK
+    total = sum(s.size for s in steps)
+    done_bytes = 0
+    touched: set[Path] = set()
+    if progress is not None:  # started: nothing copied yet
+        progress(Progress(0, total, 0, len(steps)))
+    for i, step in enumerate(steps):
+        if step.op is Op.DROP:
+            (new / step.path).unlink(missing_ok=True)
+        elif step.op is Op.LINK:
+            if current is None:
+                raise Fatal(f"cannot link {step.path}: there is no current copy")
+            _link_file(current / step.path, new / step.path)
+            touched.add((new / step.path).parent)
+        elif step.op is Op.COPY:
+            done_bytes += _copy_file(src / step.path, new / step.path, partial)
+            touched.add((new / step.path).parent)
+        elif step.op is Op.MARK:
+            for directory in sorted(touched | {new}):
+                durable.fsync_dir(directory)
+            _write_marker(new, done_bytes)
+        elif step.op is Op.SWAP:
+            _swap(layout, new)
+        elif step.op is Op.CLEAN:
+            _clean(layout)
+        if progress is not None:
+            progress(Progress(done_bytes, total, i + 1, len(steps)))
+    return Result(len(steps), done_bytes, time.monotonic() - started)
+
+
+def _write_marker(tree: Path, bytes_copied: int) -> None:
+    listing = scan(tree)
+    transactions = [int(m.group(2)) for n in listing.files if (m := TRANSACTION.match(n))]
+    data = {
+        "transaction": max(transactions, default=None),
+        "files": {p: e.size for p, e in sorted(listing.files.items())},
+        "finished": time.time(),
+        "bytes_copied": bytes_copied,
+    }
+    durable.replace(tree / MARKER, json.dumps(data), mode=0o644)
+
+
+def _swap(layout: Layout, new: Path) -> None:
+    dest = layout.dest
+    if dest.exists() and not dest.is_symlink():
+        # A plain directory from before offsite managed this destination: keep it as the
+        # first tree (one atomic rename), so that DEST can become a symlink.
+        layout.trees.mkdir(exist_ok=True)
+        dest.rename(layout.trees / "0")
+    link = dest.with_name(dest.name + ".offsite-link")
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.path.relpath(new, dest.parent))
+    link.replace(dest)
+    durable.fsync_dir(dest.parent)
+
+
+def _clean(layout: Layout) -> None:
+    current = layout.current()
+    for gen in layout.generations():
+        tree = layout.trees / str(gen)
+        if current is None or tree.resolve() != current.resolve():
+            shutil.rmtree(tree, ignore_errors=True)
+    if layout.trees.is_dir():
+        durable.fsync_dir(layout.trees)
+
+
+def verify(dest: Path) -> list[str]:
+    """Cheap check of the copy DEST names: the marker, and every file it lists at its size."""
+    marker = dest / MARKER
+    if not marker.exists():
+        return [f"{dest}: no completion marker ({MARKER}): no copy has finished"]
+    recorded: dict[str, int] = json.loads(marker.read_text())["files"]
+    have = scan(dest).files
+    problems = []
+    for path, size in recorded.items():
+        entry = have.get(path)
+        if entry is None:
+            problems.append(f"{path} is missing")
+        elif entry.size != size:
+            problems.append(f"{path} has {entry.size} bytes, not {size}")
+    extra = sorted(set(have) - set(recorded))
+    if extra:
+        problems.append(f"files the copy does not list: {extra[:5]}")
+    return problems
+
+
+def copy(src: Path, dest: Path, progress: Callable[[Progress], None] | None = None) -> Result:
+    """Mirror src to dest (the source must be held still: see copy_locked)."""
+    if not (src / "config").is_file() or not (src / "data").is_dir():
+        raise Fatal(f"{src} is not a borg repository (no config file or data directory)")
+    layout = Layout(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    layout.trees.mkdir(exist_ok=True)
+    current = layout.current()
+    new = layout.next_tree()
+    steps = plan(scan(src), scan(current) if current else Listing(), scan(new))
+    log.info("mirroring %s to %s: %d step(s), %d bytes to copy", src, dest, len(steps),
+             sum(s.size for s in steps))
+    result = apply(steps, src, layout, new, progress)
+    problems = verify(dest)
+    if problems:
+        raise Fatal(f"the copy in {dest} is not complete: " + "; ".join(problems))
+    return result
+
+
+def copy_locked(src: Path, dest: Path, offsite: Path, job: str | None = None) -> int:
+    """Run ``offsite mirror-copy`` under ``borg with-lock`` so borg cannot change src.
+
+    borg 1.2's with-lock reports 0 when its command was killed by a signal (it takes the
+    maximum of its own code and the child's, which is negative), so success is judged by
+    the copy itself: the completion marker and the files it lists.
+    """
+    before = _marker_time(dest)
+    # On our own stdout and stderr: the copy's progress lines go straight to the journal.
+    # --lock-wait: a borg run of the user's own (not through offsite) may hold the source
+    code = interactive(["borg", f"--lock-wait={LOCK_WAIT}", "with-lock", "--", str(src),
+                        str(offsite), "mirror-copy",
+                        *(["--job", job] if job else []), "--", str(src), str(dest)])
+    if code != 0:
+        raise Fatal(f"copying {src} to {dest} failed (exit code {code}); the lines above say why",
+                    "the drive still holds the previous complete copy")
+    problems = verify(dest)
+    if not problems and _marker_time(dest) == before:
+        problems = ["the completion marker is the previous copy's"]
+    if problems:
+        raise Fatal(f"the copy to {dest} did not finish: " + "; ".join(problems),
+                    "the drive still holds the previous complete copy; the next run goes on")
+    value = json.loads((dest / MARKER).read_text()).get("bytes_copied", 0)
+    return int(value) if isinstance(value, int) else 0
+
+
+def _marker_time(dest: Path) -> float | None:
+    try:
+        value = json.loads((dest / MARKER).read_text())["finished"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(value)

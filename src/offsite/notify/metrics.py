@@ -1,0 +1,77 @@
+"""Prometheus metrics in node_exporter's textfile-collector format: per job the last
+success time, last duration, last result and bytes; per drive the last copy. Written
+atomically (a temporary file, then rename), so the collector never reads half a file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from offsite import durable, state
+from offsite.config.model import Config
+from offsite.notify import history
+
+log = logging.getLogger(__name__)
+
+TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")  # Debian's node_exporter reads here
+FILE_NAME = "offsite.prom"
+RESULT_CODES = {"success": 0, "warning": 1, "skipped": 2, "interrupted": 3, "failed": 4}
+
+_HELP = {
+    "offsite_job_last_success_timestamp_seconds": "When the job last succeeded (unix time).",
+    "offsite_job_last_duration_seconds": "How long the job's last finished run took.",
+    "offsite_job_last_result": "The job's last result: 0 success, 1 warning, 2 skipped, "
+                               "3 interrupted, 4 failed.",
+    "offsite_job_last_bytes": "Bytes the job's last run copied (copying jobs only).",
+    "offsite_drive_last_copy_timestamp_seconds": "When the drive last got a complete copy.",
+}
+
+
+def text(jobs: Sequence[str], runs: Mapping[str, list[history.Run]],
+         drives: Mapping[str, float | None]) -> str:
+    """The textfile for jobs (their runs, newest first) and drives (name -> last copy).
+    Names are the configuration's own (letters, digits, -_.), safe in a label."""
+    samples: dict[str, list[str]] = {name: [] for name in _HELP}
+    for job in jobs:
+        finished = [r for r in runs.get(job, []) if r.result is not None]
+        label = f'{{job="{job}"}}'
+        success = next((r for r in finished if r.succeeded), None)
+        if success and success.finished:
+            samples["offsite_job_last_success_timestamp_seconds"].append(
+                f"{label} {success.finished:.3f}")
+        if finished:
+            last = finished[0]
+            if last.duration is not None:
+                samples["offsite_job_last_duration_seconds"].append(f"{label} {last.duration:.3f}")
+            samples["offsite_job_last_result"].append(
+                f"{label} {RESULT_CODES.get(last.result or '', 4)}")
+            if last.bytes is not None:
+                samples["offsite_job_last_bytes"].append(f"{label} {last.bytes}")
+    for drive, copied in drives.items():
+        if copied is not None:
+            samples["offsite_drive_last_copy_timestamp_seconds"].append(
+                f'{{drive="{drive}"}} {copied:.3f}')
+    out = []
+    for name, values in samples.items():
+        out += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]
+        out += [name + v for v in values]
+    return "\n".join(out) + "\n"
+
+
+def write(cfg: Config, directory: Path = TEXTFILE_DIR) -> Path | None:
+    """Rewrite the textfile if node_exporter's directory exists; None if it does not."""
+    if not directory.is_dir():
+        return None
+    runs = {job.name: history.runs(job.name, limit=50) for job in cfg.jobs}
+    copies: dict[str, Any] = {d.name: state.read(state.drive_file(d.uuid)).get("last_copy")
+                              for d in cfg.drives}
+    drives = {k: float(v) if isinstance(v, int | float) else None for k, v in copies.items()}
+    path = directory / FILE_NAME
+    try:
+        durable.replace(path, text([j.name for j in cfg.jobs], runs, drives), mode=0o644)
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror)
+        return None
+    return path
