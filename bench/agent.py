@@ -24,8 +24,7 @@ from offsite_lab import sandbox
 from offsite_lab.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 from table import Figure, report
 
-from offsite import quantities
-from offsite.units import render
+from offsite import quantities, unitnames
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -70,13 +69,13 @@ def main() -> int:
             "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
         }))
         box.run([str(OFFSITE), "--config", CONFIG, "install"])
-        box.wait_for_state(render.AGENT_UNIT, ["active"])
+        box.wait_for_state(unitnames.AGENT_UNIT, ["active"])
         box.run(["systemd-run", "--unit=anchor-idle", "--", sys.executable, "-c",
                  "import time\nwhile True: time.sleep(3600)"])
         box.wait_for_state("anchor-idle.service", ["active"])
         time.sleep(2)  # both settled
 
-        units = (render.AGENT_UNIT, "anchor-idle.service")
+        units = (unitnames.AGENT_UNIT, "anchor-idle.service")
         before = {u: sample(box, u) for u in units}
         time.sleep(seconds)
         after = {u: sample(box, u) for u in units}
@@ -84,11 +83,11 @@ def main() -> int:
                           for k in ("ticks", "cpu_ns", "sleeps")} for u in units)
         agent_rss, anchor_rss = (after[u].rss_mib for u in units)
         # the watchdog's keep-alives are the only wakeups an idle agent may have
-        watchdog = quantities.parse(box.show(render.AGENT_UNIT, "WatchdogUSec"))  # "3min"
+        watchdog = quantities.parse(box.show(unitnames.AGENT_UNIT, "WatchdogUSec"))  # "3min"
         pings = math.ceil(seconds / (watchdog / 2))
 
         image = box.make_drive("d1", DRIVE, size_mb=64)
-        unit = render.job_unit("copy", "d1")
+        unit = unitnames.job_unit("copy", "d1")
         led_ms, start_ms = [], []
         for _ in range(plugs):
             since = time.time()

@@ -20,8 +20,7 @@ from pathlib import Path
 from offsite_lab import sandbox
 from table import Figure, report
 
-from offsite import escape
-from offsite.units import render
+from offsite import escape, unitnames
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -93,7 +92,7 @@ def main() -> int:
         box.run(["nsenter", f"--target={pid}", "--mount", "--", "borg", "init",
                  "--make-parent-dirs", "--encryption=none", "/backup/borg/main"],
                 env={"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"})
-        unit = render.job_unit("copy", "d1")
+        unit = unitnames.job_unit("copy", "d1")
         job_start, job_log = measure(box, box.make_drive("d1", DRIVE_UUID), unit, ["JOB=copy"],
                                      "started", "succeeded", plugs)
 

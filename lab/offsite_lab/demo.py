@@ -19,11 +19,11 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from offsite import unitnames
 from offsite.agent import ledstate
 from offsite.config import reader
 from offsite.config.model import Config, DriveTrigger
 from offsite.errors import Fatal
-from offsite.units import render
 from offsite_lab import blinkstick_emulator, sandbox
 from offsite_lab.demomail import Mailbox
 
@@ -159,7 +159,7 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     seen = box.run(["findmnt", "--noheadings", "--output", "TARGET", "/backup"], check=False)
     _show("outside: findmnt /backup -> " + (seen.stdout.strip() or "nothing"))
 
-    backup = render.job_unit("backup")
+    backup = unitnames.job_unit("backup")
     _say(f"Waiting for offsite-backup.timer to run borgmatic ({backup}; systemd fires a "
          "timer within its 1-minute accuracy)")
     box.wait_until("the timer's borgmatic run", lambda: bool(box.start_results(backup)), 150)
@@ -169,7 +169,7 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     archives = box.run([*inside, "borg", "list", "--short", repo], env=BORG_ENV).stdout
     _show(f"the repository now holds: {' '.join(archives.split())}")
 
-    unit = render.job_unit(job, drive)
+    unit = unitnames.job_unit(job, drive)
     _say(f"Plugging the off-site drive: systemd starts {unit} by itself (watch the LED)")
     image = box.make_drive("demo-drive", uuid, label="DEMO")
     plugged_at = time.monotonic()
@@ -190,7 +190,7 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     _say("offsite drives")
     _show(box.run([offsite, "drives"]).stdout)
 
-    failing = render.job_unit("will-fail")
+    failing = unitnames.job_unit("will-fail")
     _say(f"Starting {failing}, which fails: OnFailure= mails it (watch the LED)")
     box.systemctl("start", "--", failing, check=False)
     box.wait_until("the mail to arrive", lambda: bool(mail.messages()), 60)

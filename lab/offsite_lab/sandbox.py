@@ -406,7 +406,7 @@ def booted(timeout: float = BOOT_TIMEOUT, keep: Mapping[str, Path] | None = None
         }
         workdir = Path(tempfile.mkdtemp(prefix="offsite-sandbox-"))
         console = Path(tempfile.mkstemp(prefix="offsite-sandbox-", suffix=".log")[1])
-        script = resources.files("offsite") / "data" / "sandbox-boot.sh"
+        script = resources.files("offsite_lab") / "data" / "sandbox-boot.sh"
         sandbox: Sandbox | None = None
         proc = None
         try:

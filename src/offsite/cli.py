@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from offsite import __version__, sshkeys
+from offsite import __version__, sshkeys, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target
@@ -334,7 +334,7 @@ def cmd_led(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     if args.action == "clear":
         state.write(daemon.LED_CLEARED, {"cleared": time.time()})
-        told = systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)
+        told = systemd.signal_main(unitnames.AGENT_UNIT, signal.SIGHUP)
         print("Failures so far no longer light the LED red" +
               ("; the agent shows the new state." if told else
                " (the agent is not running; it shows the state when it starts)."))
@@ -345,7 +345,7 @@ def cmd_led(args: argparse.Namespace) -> int:
         print(f"{name:<14} {cfg.notify.led.color(name) if name != 'off' else '':<8} "
               f"{'shown' if ok else 'NOT shown (see the warning above)'}")
         time.sleep(1.0)
-    systemd.signal_main(render.AGENT_UNIT, signal.SIGHUP)  # back to what it should show
+    systemd.signal_main(unitnames.AGENT_UNIT, signal.SIGHUP)  # back to what it should show
     return 0 if led.shown is not None else EXIT_FAILURE
 
 

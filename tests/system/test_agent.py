@@ -15,8 +15,7 @@ import pytest
 from offsite_lab.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 from offsite_lab.sandbox import Sandbox
 
-from offsite import locks
-from offsite.units import render
+from offsite import locks, unitnames
 
 from .records import history
 
@@ -26,7 +25,7 @@ EMU = STATE_INSIDE
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 REPO = "/srv/borg/main"
 BLUE, YELLOW, GREEN, RED, OFF = [0, 0, 128], [128, 128, 0], [0, 128, 0], [128, 0, 0], [0, 0, 0]
-COPY = render.job_unit("copy", "d1")
+COPY = unitnames.job_unit("copy", "d1")
 
 
 def config() -> dict[str, Any]:
@@ -78,7 +77,7 @@ def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
     sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
     sandbox.write(CONFIG, json.dumps(config(), indent=1))
     offsite(sandbox, "install")
-    sandbox.wait_for_state(render.AGENT_UNIT, ["active"])
+    sandbox.wait_for_state(unitnames.AGENT_UNIT, ["active"])
     wait_led(sandbox, OFF)
     yield sandbox
 
@@ -97,14 +96,14 @@ def test_the_led_follows_a_plug_a_failure_and_the_recovery(agent: Sandbox) -> No
     status = offsite(box, "status").stdout
     assert "green (safe to remove the drive)" in status and "copy" in status
 
-    assert box.systemctl("start", render.job_unit("broken"), check=False).returncode != 0
+    assert box.systemctl("start", unitnames.job_unit("broken"), check=False).returncode != 0
     wait_led(box, RED)  # a failure outranks a drive that is safe to remove
     status = offsite(box, "status", check=False)
     assert status.returncode == 1 and status.stdout.startswith("1 job(s) FAILED: broken")
     # the next success of that job clears it
     box.run(["borg", "init", "--encryption=none", "--", "/srv/borg/missing"])
     box.systemctl("restart", "offsite-namespace.service")
-    assert box.systemctl("start", render.job_unit("broken"), check=False).returncode == 0
+    assert box.systemctl("start", unitnames.job_unit("broken"), check=False).returncode == 0
     wait_led(box, GREEN)
     box.unplug(device)
     wait_led(box, OFF)
@@ -117,13 +116,13 @@ def test_an_unknown_drive_is_logged_with_what_to_do(agent: Sandbox) -> None:
     device = agent.plug(agent.make_drive("stranger", stranger, size_mb=64, label="$(reboot)"))
     agent.wait_until("the agent to mention it", lambda: any(
         f"UUID {stranger}" in e.get("MESSAGE", "") and "offsite drive enroll" in e["MESSAGE"]
-        for e in agent.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")), 10)
+        for e in agent.entries(f"_SYSTEMD_UNIT={unitnames.AGENT_UNIT}")), 10)
     assert last_led(agent) == OFF  # not ours: nothing to show
     agent.unplug(device)
 
 
 def test_led_clear_turns_a_red_led_off(agent: Sandbox) -> None:
-    assert agent.systemctl("start", render.job_unit("broken"), check=False).returncode != 0
+    assert agent.systemctl("start", unitnames.job_unit("broken"), check=False).returncode != 0
     wait_led(agent, RED)
     offsite(agent, "led", "clear")
     wait_led(agent, OFF)
@@ -134,16 +133,16 @@ def test_a_killed_agent_comes_back_right_and_the_run_is_recorded(agent: Sandbox)
     # hold the repository's lock, so that the check job waits (and runs) for a while
     lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
     hold(box, lock)
-    box.systemctl("start", "--no-block", render.job_unit("check"))
+    box.systemctl("start", "--no-block", unitnames.job_unit("check"))
     wait_led(box, YELLOW)
-    pid = int(box.show(render.AGENT_UNIT, "MainPID"))
+    pid = int(box.show(unitnames.AGENT_UNIT, "MainPID"))
     box.run(["kill", "-9", str(pid)])
     box.wait_until("systemd to restart the agent", lambda: box.show(
-        render.AGENT_UNIT, "MainPID") not in ("0", str(pid)) and box.show(
-        render.AGENT_UNIT, "ActiveState") == "active", 30)
-    assert box.show(render.AGENT_UNIT, "NRestarts") == "1"
+        unitnames.AGENT_UNIT, "MainPID") not in ("0", str(pid)) and box.show(
+        unitnames.AGENT_UNIT, "ActiveState") == "active", 30)
+    assert box.show(unitnames.AGENT_UNIT, "NRestarts") == "1"
     status = offsite(box, "status").stdout
-    agent_log = box.journal(unit=render.AGENT_UNIT)
+    agent_log = box.journal(unit=unitnames.AGENT_UNIT)
     assert "running" in status and "yellow" in status, (status, agent_log)
     release(box)
     box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
@@ -183,7 +182,7 @@ def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:
     box = agent
     lock = f"/run/offsite/locks/{locks.lock_name(REPO)}"
     hold(box, lock)
-    box.systemctl("start", "--no-block", render.job_unit("check"))
+    box.systemctl("start", "--no-block", unitnames.job_unit("check"))
     wait_led(box, YELLOW)
     box.host_path(f"{EMU}/present").unlink()
     release(box)
@@ -194,13 +193,13 @@ def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:
     def warned() -> bool:
         return any("LED:" in m and "stopped answering" in m and "works on without it" in m
                    for m in (e.get("MESSAGE", "") for e in box.entries(
-                       f"_SYSTEMD_UNIT={render.AGENT_UNIT}")))
+                       f"_SYSTEMD_UNIT={unitnames.AGENT_UNIT}")))
 
     box.wait_until("the agent to warn that the LED stopped answering", warned, 30)
-    assert box.show(render.AGENT_UNIT, "ActiveState") == "active"
+    assert box.show(unitnames.AGENT_UNIT, "ActiveState") == "active"
     # plugged back: the next change shows the right colour again
     box.write(f"{EMU}/present", "")
-    box.systemctl("kill", "--kill-who=main", f"--signal={int(signal.SIGHUP)}", render.AGENT_UNIT)
+    box.systemctl("kill", "--kill-who=main", f"--signal={int(signal.SIGHUP)}", unitnames.AGENT_UNIT)
     wait_led(box, OFF)
 
 
@@ -209,11 +208,11 @@ def test_after_systemd_re_executes_the_agent_still_follows_jobs(agent: Sandbox) 
     box.systemctl("daemon-reexec")
     box.wait_until("the agent to rebuild its picture", lambda: any(
         "re-executed" in e.get("MESSAGE", "")
-        for e in box.entries(f"_SYSTEMD_UNIT={render.AGENT_UNIT}")), 30)
+        for e in box.entries(f"_SYSTEMD_UNIT={unitnames.AGENT_UNIT}")), 30)
     hold(box, f"/run/offsite/locks/{locks.lock_name(REPO)}")
-    box.systemctl("start", "--no-block", render.job_unit("check"))
+    box.systemctl("start", "--no-block", unitnames.job_unit("check"))
     wait_led(box, YELLOW)
     release(box)
     box.wait_until("the check to finish", lambda: ("check", "success") in history(box), 60)
     wait_led(box, OFF)
-    assert box.show(render.AGENT_UNIT, "NRestarts") == "0"
+    assert box.show(unitnames.AGENT_UNIT, "NRestarts") == "0"

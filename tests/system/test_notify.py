@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from offsite_lab.sandbox import Sandbox, booted
 
-from offsite.units import render
+from offsite import unitnames
 
 from .records import history
 from .servers import PASSWORD, REFUSED, USER, PingServer, SmtpServer, certificate, wait_for
@@ -21,7 +21,7 @@ from .servers import PASSWORD, REFUSED, USER, PingServer, SmtpServer, certificat
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
 REPO = "/srv/borg/repo"
-UNIT = render.job_unit("check")
+UNIT = unitnames.job_unit("check")
 SPOOL = "/var/lib/offsite/spool"
 PASSWORD_FILE = "/etc/offsite/smtp-password"  # noqa: S105 - a path
 
@@ -102,7 +102,7 @@ def test_a_failed_job_mails_its_status_and_only_this_runs_journal(sandbox: Sandb
         # and another success sends nothing (no mail_on_success)
         assert run_job(sandbox)
         wait_for("the second success to be recorded", lambda: len(history(sandbox)) == 4)
-        sandbox.systemctl("start", render.OUTBOX_SERVICE)
+        sandbox.systemctl("start", unitnames.OUTBOX_SERVICE)
         assert len(server.inbox.messages) == 3
         assert not spooled(sandbox)
 
@@ -163,14 +163,14 @@ def test_a_refused_mail_is_a_clear_journal_message_and_stays_spooled(
         }[problem]
         wait_for("the outbox to log why", lambda: any(
             expected in e.get("MESSAGE", "") for e in sandbox.entries(
-                f"_SYSTEMD_UNIT={render.OUTBOX_SERVICE}")))
+                f"_SYSTEMD_UNIT={unitnames.OUTBOX_SERVICE}")))
         assert not server.inbox.messages
         kept = spooled(sandbox)
         assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
         assert kept[0].parent.stat().st_mode & 0o777 == 0o700
         assert json.loads(kept[0].read_text())["attempts"] >= 1
         # the failed mail is no failed unit
-        assert sandbox.show(render.OUTBOX_SERVICE, "Result") == "success"
+        assert sandbox.show(unitnames.OUTBOX_SERVICE, "Result") == "success"
 
 
 def test_a_spooled_mail_survives_a_reboot_and_arrives_once(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_a_spooled_mail_survives_a_reboot_and_arrives_once(tmp_path: Path) -> No
         assert not run_job(box)
         wait_for("the outbox to fail to connect", lambda: any(
             "cannot reach the mail server" in e.get("MESSAGE", "")
-            for e in box.entries(f"_SYSTEMD_UNIT={render.OUTBOX_SERVICE}")))
+            for e in box.entries(f"_SYSTEMD_UNIT={unitnames.OUTBOX_SERVICE}")))
         assert len(spooled(box)) == 1
     # the machine is off; the mail waits on disk
     assert len(list((tmp_path / "state" / "spool").glob("[0-9]*.json"))) == 1
@@ -195,7 +195,7 @@ def test_a_spooled_mail_survives_a_reboot_and_arrives_once(tmp_path: Path) -> No
         wait_for("the spool to empty", lambda: not spooled(box))
         # three more retry periods: nothing is sent twice
         wait_for("three more runs of the outbox", lambda: len(box.start_results(
-            render.OUTBOX_SERVICE)) >= 4, timeout=60)
+            unitnames.OUTBOX_SERVICE)) >= 4, timeout=60)
         assert len(server.inbox.messages) == 1
 
 
@@ -231,12 +231,12 @@ def test_staleness_alerts_once_and_a_skip_is_no_failure(sandbox: Sandbox) -> Non
         time.sleep(3)
         out = sandbox.run(stale).stdout
         assert "drive d1" in out and "job check" in out
-        sandbox.systemctl("start", render.OUTBOX_SERVICE)
+        sandbox.systemctl("start", unitnames.OUTBOX_SERVICE)
         mail = server.inbox.wait(1)[0]
         assert "no off-site copy of drive d1" in mail["Subject"] and "(+1 more)" in mail["Subject"]
         # still stale the next day: no second mail within the week
         sandbox.run(stale)
-        sandbox.systemctl("start", render.OUTBOX_SERVICE)
+        sandbox.systemctl("start", unitnames.OUTBOX_SERVICE)
         assert len(server.inbox.messages) == 1
 
         # a drive job with its drive not plugged in: a skip, recorded, no failure mail
@@ -248,5 +248,5 @@ def test_staleness_alerts_once_and_a_skip_is_no_failure(sandbox: Sandbox) -> Non
                                                               f"ExecStopPost={hook}"])
         assert result.returncode == 0, result
         assert history(sandbox)[-1] == ("copy", "skipped")
-        sandbox.systemctl("start", render.OUTBOX_SERVICE)
+        sandbox.systemctl("start", unitnames.OUTBOX_SERVICE)
         assert [m["Subject"] for m in server.inbox.messages] == [mail["Subject"]]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from offsite_lab.sandbox import Sandbox
 
+from offsite import unitnames
 from offsite.errors import EXIT_SKIPPED
 from offsite.run import Result
-from offsite.units import render
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -64,7 +64,7 @@ def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: 
     outside = sandbox.run(["findmnt", "--noheadings", "--output", "TARGET"]).stdout.split()
     assert "/backup" not in outside
 
-    unit = render.job_unit("copy", "d1")
+    unit = unitnames.job_unit("copy", "d1")
     drive = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))
     sandbox.wait_until("the copy to finish", lambda: any(
         e.get("JOB_RESULT") for e in sandbox.entries("_PID=1", f"UNIT={unit}", "JOB_TYPE=start")),
@@ -171,7 +171,7 @@ def test_a_second_drive_of_the_group_waits_its_turn(sandbox: Sandbox) -> None:
     sandbox.run(["mkdir", "-p", str(locks.LOCK_DIR)])
     sandbox.run(["systemd-run", "--unit=holder", "--", "flock", str(lock), "sleep", "600"])
     sandbox.wait_for_state("holder.service", ["active"])
-    units = [render.job_unit("copy", "d1"), render.job_unit("copy", "d2")]
+    units = [unitnames.job_unit("copy", "d1"), unitnames.job_unit("copy", "d2")]
     uuids = [DRIVE, DRIVE2]
     for name, uuid in zip(("d1", "d2"), uuids, strict=True):
         sandbox.plug(sandbox.make_drive(name, uuid, size_mb=128))
@@ -202,7 +202,7 @@ def test_killed_mid_copy_the_drive_keeps_a_good_copy(sandbox: Sandbox) -> None:
     points are in test_mirror.py); each time the drive holds a repository borg accepts,
     and the next plug completes the copy."""
     prepare(sandbox, config_text(), data_kb=20_000)
-    unit = render.job_unit("copy", "d1")
+    unit = unitnames.job_unit("copy", "d1")
     image = sandbox.make_drive("d1", DRIVE, size_mb=256)
     device = sandbox.plug(image)
     sandbox.wait_until("the first copy", lambda: bool(sandbox.start_results(unit)), 120)
@@ -242,7 +242,7 @@ def test_offsite_run_follows_a_job_to_its_end(sandbox: Sandbox) -> None:
     # No drive plugged: a skip, with a clear message, and no unit started.
     skipped = sandbox.run([str(OFFSITE), "--config", CONFIG, "run", "copy"])
     assert "no drive of job copy is plugged in" in skipped.stdout
-    unit = render.job_unit("copy", "d1")
+    unit = unitnames.job_unit("copy", "d1")
     assert sandbox.start_results(unit) == []
     # With a drive plugged (its own start done), run copies again and shows the lines.
     device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from offsite_lab.sandbox import Sandbox
 
+from offsite import unitnames
 from offsite.run import Result
-from offsite.units import render
 
 from .records import history
 from .servers import SmtpServer, free_port, wait_for
@@ -35,7 +35,7 @@ def offsite(box: Sandbox, *args: str, check: bool = True) -> Result:
 
 
 def start(box: Sandbox, job: str) -> bool:
-    return box.systemctl("start", "--", render.job_unit(job), check=False).returncode == 0
+    return box.systemctl("start", "--", unitnames.job_unit(job), check=False).returncode == 0
 
 
 def messages(box: Sandbox, job: str) -> list[str]:
@@ -231,7 +231,7 @@ def test_a_pull_and_borgmatic_on_the_same_holding_directory_take_turns(
     cfg["jobs"]["vps"]["source"]["before"] = "sleep 3"
     install(sandbox, cfg)
     authorize(sandbox)
-    sandbox.systemctl("start", "--no-block", render.job_unit("vps"))
+    sandbox.systemctl("start", "--no-block", unitnames.job_unit("vps"))
     wait_for("the pull to begin", lambda: any("on 127.0.0.1: sleep 3" in m
                                              for m in messages(sandbox, "vps")), 30)
     began = time.monotonic()

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from offsite_lab.sandbox import Sandbox
 
-from offsite import escape, locks
+from offsite import escape, locks, unitnames
 from offsite.config import reader
 from offsite.config.model import Schedule
-from offsite.units import render
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
@@ -58,7 +57,7 @@ def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
     assert len(scheduled) == 4
     for job in scheduled:
         assert isinstance(job.trigger, Schedule)
-        timer = render.timer_unit(job.name)
+        timer = unitnames.timer_unit(job.name)
         assert timer in timers
         assert sandbox.show(timer, "ActiveState") == "active"
         # The next run is the one systemd-analyze computes for the expression (plus at most
@@ -77,7 +76,7 @@ def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
     # Drive jobs are wanted by the drives' device units.
     for drive in cfg.drives:
         wants = sandbox.host_path(f"{UNIT_DIR}/{escape.uuid_device_unit(drive.uuid)}.wants")
-        assert [p.name for p in wants.iterdir()] == [render.job_unit("offsite-copy", drive.name)]
+        assert [p.name for p in wants.iterdir()] == [unitnames.job_unit("offsite-copy", drive.name)]
     # A second install with nothing changed changes nothing and does not reload.
     _, out, _ = offsite(sandbox, "install")
     assert out.startswith("No changes")
@@ -96,7 +95,7 @@ BROKEN = """\
 def test_failing_job_is_failed_and_runs_notify_with_its_name(sandbox: Sandbox) -> None:
     write_config(sandbox, BROKEN)
     offsite(sandbox, "install")
-    unit = render.job_unit("broken")
+    unit = unitnames.job_unit("broken")
     sandbox.systemctl("start", "--", unit, check=False)
     sandbox.wait_for_state(unit, ["failed"])
     assert sandbox.show(unit, "Result") == "exit-code"
@@ -126,7 +125,7 @@ def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
             drive: d1
         """)
     offsite(sandbox, "install")
-    unit = render.job_unit("on-plug", "d1")
+    unit = unitnames.job_unit("on-plug", "d1")
     # Hold the repository's lock so that the job stays running until we pull the drive.
     lock = locks.LOCK_DIR / locks.lock_name(REPO)
     sandbox.run(["mkdir", "-p", str(locks.LOCK_DIR)])
@@ -163,7 +162,7 @@ def test_two_jobs_on_one_repository_run_one_after_the_other(sandbox: Sandbox) ->
     make_repo(sandbox)
     sandbox.write(CONFIG, two_jobs_config(["check-a", "check-b"]))
     offsite(sandbox, "install")
-    units = [render.job_unit("check-a"), render.job_unit("check-b")]
+    units = [unitnames.job_unit("check-a"), unitnames.job_unit("check-b")]
     sandbox.systemctl("start", "--no-block", "--", *units)
     sandbox.wait_until("both checks to finish", lambda: all(
         sandbox.start_results(unit) for unit in units), timeout=120)
@@ -190,7 +189,7 @@ def test_nasty_names_round_trip(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, two_jobs_config(NASTY))
     offsite(sandbox, "install")
     for name in NASTY:
-        unit = render.job_unit(name)
+        unit = unitnames.job_unit(name)
         assert sandbox.host_path(f"{UNIT_DIR}/{unit}").exists()
         middle = unit.removeprefix("offsite-").removesuffix(".service")
         back = sandbox.run(["systemd-escape", "--unescape", "--", middle]).stdout.rstrip("\n")
@@ -219,17 +218,17 @@ def test_removed_job_goes_and_foreign_units_stay(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, two_jobs_config(["keep", "drop"]) + "    schedule: daily\n")
     sandbox.install_unit("offsite-handmade.service", "[Service]\nExecStart=/bin/true\n")
     offsite(sandbox, "install")
-    dropped = [render.job_unit("drop"), render.timer_unit("drop")]
+    dropped = [unitnames.job_unit("drop"), unitnames.timer_unit("drop")]
     assert all(sandbox.host_path(f"{UNIT_DIR}/{u}").exists() for u in dropped)
-    assert sandbox.show(render.timer_unit("drop"), "ActiveState") == "active"
+    assert sandbox.show(unitnames.timer_unit("drop"), "ActiveState") == "active"
 
     sandbox.write(CONFIG, two_jobs_config(["keep"]))
     _, plan, _ = offsite(sandbox, "plan")
-    assert "remove: " in plan and render.timer_unit("drop") in plan
+    assert "remove: " in plan and unitnames.timer_unit("drop") in plan
     offsite(sandbox, "install")
     assert not any(sandbox.host_path(f"{UNIT_DIR}/{u}").exists() for u in dropped)
-    assert not sandbox.host_path(f"{UNIT_DIR}/timers.target.wants/{render.timer_unit('drop')}").exists()
-    assert sandbox.show(render.timer_unit("drop"), "LoadState") == "not-found"
+    assert not sandbox.host_path(f"{UNIT_DIR}/timers.target.wants/{unitnames.timer_unit('drop')}").exists()
+    assert sandbox.show(unitnames.timer_unit("drop"), "LoadState") == "not-found"
     assert sandbox.host_path(f"{UNIT_DIR}/offsite-handmade.service").exists()
 
     offsite(sandbox, "uninstall")
@@ -240,7 +239,7 @@ def test_removed_job_goes_and_foreign_units_stay(sandbox: Sandbox) -> None:
 def test_broken_config_after_good_install_changes_nothing(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text())
     offsite(sandbox, "install")
-    sandbox.wait_for_state(render.AGENT_UNIT, ["active"])  # settled before the snapshot
+    sandbox.wait_for_state(unitnames.AGENT_UNIT, ["active"])  # settled before the snapshot
     before = _checksums(sandbox)
     states = sandbox.systemctl("list-units", "--all", "--plain", "--no-legend", "offsite-*").stdout
     sandbox.write(CONFIG, (ROOT / "examples" / "offsite.yaml").read_text().replace(
@@ -255,10 +254,10 @@ def test_broken_config_after_good_install_changes_nothing(sandbox: Sandbox) -> N
 
 def test_a_unit_offsite_did_not_write_is_never_overwritten(sandbox: Sandbox) -> None:
     sandbox.write(CONFIG, two_jobs_config(["mine"]))
-    sandbox.write(f"{UNIT_DIR}/{render.job_unit('mine')}", "[Service]\nExecStart=/bin/true\n")
+    sandbox.write(f"{UNIT_DIR}/{unitnames.job_unit('mine')}", "[Service]\nExecStart=/bin/true\n")
     code, _, err = offsite(sandbox, "install", check=False)
     assert code == 1 and "not installed by offsite" in err
-    text = sandbox.host_path(f"{UNIT_DIR}/{render.job_unit('mine')}").read_text()
+    text = sandbox.host_path(f"{UNIT_DIR}/{unitnames.job_unit('mine')}").read_text()
     assert text == "[Service]\nExecStart=/bin/true\n"
 
 
@@ -285,8 +284,8 @@ def test_luks_drive_units_load_in_systemd(sandbox: Sandbox) -> None:
             drive: vault
         """)
     offsite(sandbox, "install")
-    unlock = render.unlock_unit("vault")
-    job = render.job_unit("copy", "vault")
+    unlock = unitnames.unlock_unit("vault")
+    job = unitnames.job_unit("copy", "vault")
     for unit in (unlock, job):
         assert sandbox.show(unit, "LoadState") == "loaded"
     assert sandbox.show(unlock, "StopWhenUnneeded") == "yes"

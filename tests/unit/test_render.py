@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from offsite import unitnames
 from offsite.config import reader
 from offsite.run import run
 from offsite.units import render
@@ -61,7 +62,7 @@ def test_security_scores(example: render.Rendered, tmp_path: Path) -> None:
     limits = {"offsite-agent.service": 4.0, "offsite-notify@.service": 4.0}
     scored = {}
     for name, text in example.files.items():
-        if not name.endswith(".service") or name == render.NAMESPACE_UNIT:
+        if not name.endswith(".service") or name == unitnames.NAMESPACE_UNIT:
             continue  # timers have no exposure; the namespace unit must act on the host
         scored[name] = score(tmp_path, name, text)
         assert scored[name] <= limits.get(name, 3.0), (name, scored[name])

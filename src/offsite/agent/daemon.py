@@ -26,10 +26,9 @@ from offsite import sdnotify, state
 from offsite.agent import ledstate
 from offsite.agent.ledstate import Phase, Picture
 from offsite.agent.stick import Stick
-from offsite.config.model import Config, DriveType
+from offsite.config.model import Config
 from offsite.log import fields
 from offsite.notify import history, metrics
-from offsite.units import render
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +58,8 @@ class Units:
 
     @classmethod
     def of(cls, cfg: Config) -> Units:
-        units = cls()
-        for job in cfg.jobs:
-            drives = getattr(job.trigger, "drives", None)
-            if drives:
-                for drive in drives:
-                    units.jobs[render.job_unit(job.name, drive)] = (job.name, drive)
-            else:
-                units.jobs[render.job_unit(job.name)] = (job.name, None)
-        for drive in cfg.drives:
-            if drive.type is DriveType.LUKS:
-                units.unlock[render.unlock_unit(drive.name)] = drive.name
-        return units
+        return cls({u: (ju.job.name, ju.drive) for u, ju in cfg.job_units().items()},
+                   cfg.unlock_units())
 
 
 class Agent:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from offsite import unitnames
+
 
 class DriveType(StrEnum):
     LUKS = "luks"
@@ -151,6 +153,11 @@ class Job:
     reads: tuple[Path, ...] = ()  # paths others write (a pull's holding directory): locked too
     target: str | None = None  # mirror: a target (cloud RAID, NBD) instead of a drive
 
+    @property
+    def drives(self) -> tuple[str, ...]:
+        """The drives whose plug starts this job (none for a scheduled or manual job)."""
+        return self.trigger.drives if isinstance(self.trigger, DriveTrigger) else ()
+
 
 @dataclass(frozen=True)
 class NamespaceMount:
@@ -237,3 +244,25 @@ class Config:
 
     def job(self, name: str) -> Job:
         return next(j for j in self.jobs if j.name == name)
+
+    def job_units(self) -> dict[str, JobUnit]:
+        """Every job unit offsite writes for this configuration: the one place that says
+        which unit runs which job (and for which drive)."""
+        out: dict[str, JobUnit] = {}
+        for job in self.jobs:
+            for drive in job.drives or (None,):
+                unit = unitnames.job_unit(job.name, drive)
+                out[unit] = JobUnit(unit, job, drive)
+        return out
+
+    def unlock_units(self) -> dict[str, str]:
+        """offsite-unlock-<drive>.service -> drive, for every LUKS drive."""
+        return {unitnames.unlock_unit(d.name): d.name for d in self.drives
+                if d.type is DriveType.LUKS}
+
+
+@dataclass(frozen=True)
+class JobUnit:
+    unit: str
+    job: Job
+    drive: str | None  # the drive whose plug starts it

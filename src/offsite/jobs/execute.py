@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import locks, state
+from offsite import locks, state, unitnames
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.jobs import borgjson, mirror, namespace, pull, restoretest
@@ -195,7 +195,7 @@ def _mirror_to_target(ctx: Context, target: Target) -> Done:
         health = state.read(assembly.health_file(target))
         why = health.get("detail") if health.get("state") in ("refused", "failed") else None
         raise Fatal(f"target {target.name} is not assembled: "
-                    + (str(why) if why else f"see journalctl -u {assembly.unit(target)}"))
+                    + (str(why) if why else f"see journalctl -u {unitnames.target_unit(target.name)}"))
     copied = _copy_to(ctx, device, target.mount, f"target {target.name}")
     state.update(assembly.health_file(target), last_copy=time.time(), last_copy_bytes=copied,
                  last_job=job.name)

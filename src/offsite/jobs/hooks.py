@@ -14,12 +14,11 @@ import logging
 import os
 import time
 
-from offsite import state
+from offsite import state, unitnames
 from offsite.config.model import Config, Job
 from offsite.log import fields
 from offsite.notify import history, metrics, notices
 from offsite.notify.outcome import from_service
-from offsite.units import render
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def _invocation() -> str | None:
 def start(cfg: Config, job: Job, drive: str | None) -> None:
     invocation = _invocation()
     if invocation is not None:
-        history.started(invocation, render.job_unit(job.name, drive), job.name, drive, time.time())
+        history.started(invocation, unitnames.job_unit(job.name, drive), job.name, drive, time.time())
     notices.queue_ping(cfg, job, "start")
 
 
@@ -48,7 +47,7 @@ def finish(cfg: Config, job: Job, drive: str | None) -> history.Run | None:
         log.warning("no INVOCATION_ID: this run of %s is not recorded (run outside systemd?)",
                     job.name, extra=fields(job=job.name))
         return None
-    recorded = history.finished(invocation, render.job_unit(job.name, drive), job.name, drive,
+    recorded = history.finished(invocation, unitnames.job_unit(job.name, drive), job.name, drive,
                                 time.time(), outcome.result, detail,
                                 nbytes if isinstance(nbytes, int) else None)
     state.run_summary_file(invocation).unlink(missing_ok=True)

@@ -18,18 +18,18 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from offsite import state
+from offsite import state, unitnames
 from offsite.config.model import Config, Job
 from offsite.errors import Fatal
 from offsite.log import fields
 from offsite.notify import history, mailtext, pings, spool, staleness, transport
 from offsite.notify.outcome import Outcome, from_service
 from offsite.run import run
-from offsite.units import render, systemd
+from offsite.units import systemd
 
 log = logging.getLogger(__name__)
 
-OUTBOX_UNIT = render.OUTBOX_SERVICE
+OUTBOX_UNIT = unitnames.OUTBOX_SERVICE
 STALE_FILE = state.STATE_DIR / "stale.json"
 _INVOCATION = re.compile(r"^[0-9a-f]{32}$")
 
@@ -39,17 +39,12 @@ def host() -> str:
 
 
 def locate(cfg: Config, unit: str) -> tuple[Job, str | None]:
-    """The job (and drive) a unit of ours runs, by comparing with the names offsite gives
-    its units: a unit name is never parsed back into a job name."""
-    for job in cfg.jobs:
-        if render.job_unit(job.name) == unit:
-            return job, None
-        drives = getattr(job.trigger, "drives", ())
-        for drive in drives:
-            if render.job_unit(job.name, drive) == unit:
-                return job, drive
-    raise Fatal(f"{unit} is not a job unit of {cfg.source}",
-                "was the configuration changed without `offsite install`?")
+    """The job (and drive) a unit of ours runs (a unit name is never parsed back)."""
+    found = cfg.job_units().get(unit)
+    if found is None:
+        raise Fatal(f"{unit} is not a job unit of {cfg.source}",
+                    "was the configuration changed without `offsite install`?")
+    return found.job, found.drive
 
 
 def invocation_id(value: str | None) -> str | None:

@@ -46,14 +46,6 @@ def marker_path(target: Target, folder: Path) -> Path:
     return folder / f"offsite-{target.name}.marker"
 
 
-def unit(target: Target) -> str:
-    return f"offsite-target-{target.name}.service"
-
-
-def tunnel_unit(target: Target) -> str:
-    return f"offsite-tunnel-{target.name}.service"
-
-
 def runtime_file(target: Target, root: Path = state.RUN_DIR) -> Path:
     """What the assembly set up (devices, generation), while it is assembled."""
     return root / "targets" / f"{target.name}.json"

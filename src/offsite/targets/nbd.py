@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offsite import durable, sshkeys, state
+from offsite import durable, sshkeys, state, unitnames
 from offsite.config.model import NbdRemote, Target
 from offsite.errors import Fatal
 from offsite.log import fields
@@ -123,7 +123,7 @@ def assemble(target: Target, unlock: bool = True) -> dict[str, Any]:
     sock = socket_path(target)
     if not _listening(sock, TUNNEL_WAIT):
         why = (f"the SSH tunnel to {remote.host} did not come up within {TUNNEL_WAIT:g} s "
-               f"(journalctl -u {assembly.tunnel_unit(target)})")
+               f"(journalctl -u {unitnames.tunnel_unit(target.name)})")
         state.update(assembly.health_file(target), state="failed", detail=why, checked=time.time())
         raise Fatal(f"target {target.name} is not attached: {why}")
     teardown(target)  # whatever a crashed run left

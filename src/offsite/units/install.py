@@ -25,8 +25,9 @@ from pathlib import Path
 from offsite import durable
 from offsite.errors import Fatal
 from offsite.run import CommandError, run
+from offsite.unitnames import AGENT_UNIT, NAMESPACE_UNIT
 from offsite.units import systemd
-from offsite.units.render import AGENT_UNIT, NAMESPACE_UNIT, Rendered
+from offsite.units.render import Rendered
 
 log = logging.getLogger(__name__)
 

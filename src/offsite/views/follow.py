@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from offsite import unitnames
 from offsite.config.model import Config, DriveTrigger, Job
 from offsite.errors import Fatal
 from offsite.run import stream
@@ -30,14 +31,14 @@ class Outcome:
 def unit_for(cfg: Config, job: Job, drive: str | None) -> str | None:
     """The unit that runs job; for a drive job the plugged drive's (None: none plugged)."""
     if not isinstance(job.trigger, DriveTrigger):
-        return render.job_unit(job.name)
+        return unitnames.job_unit(job.name)
     names = [drive] if drive else list(job.trigger.drives)
     for name in names:
         if name not in job.trigger.drives:
             raise Fatal(f"job {job.name} does not copy to drive {name!r}",
                         "its drives: " + ", ".join(job.trigger.drives))
         if Path(render.drive_device(cfg.drive(name))).exists():
-            return render.job_unit(job.name, name)
+            return unitnames.job_unit(job.name, name)
     return None
 
 

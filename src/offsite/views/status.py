@@ -9,12 +9,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from offsite import state
+from offsite import state, unitnames
 from offsite.config.model import Config, DriveTrigger, Schedule
 from offsite.notify import history
 from offsite.notify.mailtext import span
 from offsite.run import run
-from offsite.units import render
 from offsite.views import drives
 from offsite.views.drives import TargetRow
 
@@ -65,10 +64,10 @@ def _active(units: list[str]) -> set[str]:
 
 def collect(cfg: Config, now: float | None = None) -> Status:
     now = time.time() if now is None else now
-    timers = {j.name: render.timer_unit(j.name) for j in cfg.jobs if isinstance(j.trigger, Schedule)}
+    timers = {j.name: unitnames.timer_unit(j.name) for j in cfg.jobs if isinstance(j.trigger, Schedule)}
     next_runs = {t: _timestamp(t, "NextElapseUSecRealtime") for t in timers.values()}
-    units = {j.name: ([render.job_unit(j.name, d) for d in j.trigger.drives]
-                      if isinstance(j.trigger, DriveTrigger) else [render.job_unit(j.name)])
+    units = {j.name: ([unitnames.job_unit(j.name, d) for d in j.trigger.drives]
+                      if isinstance(j.trigger, DriveTrigger) else [unitnames.job_unit(j.name)])
              for j in cfg.jobs}
     active = _active([u for us in units.values() for u in us])
     rows = []
@@ -88,7 +87,7 @@ def collect(cfg: Config, now: float | None = None) -> Status:
                            history.streak(job.name).failures))
     rows.sort(key=lambda r: (r.result != "failed", r.name))
     led = state.read(LED_STATE)
-    agent = run(["systemctl", "is-active", "--", render.AGENT_UNIT], check=False).stdout.strip()
+    agent = run(["systemctl", "is-active", "--", unitnames.AGENT_UNIT], check=False).stdout.strip()
     return Status(rows, drives.rows(cfg, drives.load_records(cfg), now),
                   drives.target_rows(cfg, drives.load_target_records(cfg), now),
                   led.get("state"), led.get("why"), agent or "unknown")
