@@ -598,7 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logmod.setup(debug=args.debug)
+    logmod.setup(debug=args.debug,
+                 identifier=unitnames.identifier(args.command, getattr(args, "action", None)))
     try:
         result: int = args.func(args)
         return result

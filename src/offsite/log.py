@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import struct
 import sys
-from collections.abc import Mapping
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "offsite"
@@ -54,18 +51,6 @@ def level_from_env(value: str | None, default: int = logging.INFO) -> int:
     return _LEVEL_NAMES.get(value, default)
 
 
-def encode_journal_entry(items: Mapping[str, str]) -> bytes:
-    """journald's native protocol: KEY=value lines; values with a newline length-prefixed."""
-    out = bytearray()
-    for key, value in items.items():
-        data = value.encode("utf-8", "replace")
-        if b"\n" in data:
-            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-        else:
-            out += key.encode() + b"=" + data + b"\n"
-    return bytes(out)
-
-
 def _valid_field(name: str) -> bool:
     return bool(name) and not name.startswith("_") and all(
         c.isascii() and (c.isupper() or c.isdigit() or c == "_") for c in name
@@ -73,32 +58,35 @@ def _valid_field(name: str) -> bool:
 
 
 class JournalHandler(logging.Handler):
-    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
+    """Each record as one journal entry with its fields, through libsystemd (pystemd)."""
+
+    def __init__(self, identifier: str = IDENTIFIER) -> None:
         super().__init__()
-        self._path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        from pystemd import journal
+
+        self._sendv = journal.sendv
+        self.identifier = identifier
+
+    def entry(self, record: logging.LogRecord) -> dict[str, str]:
+        items = {
+            "MESSAGE": self.format(record),
+            "PRIORITY": str(_PRIORITY.get(record.levelno, 6)),
+            "SYSLOG_IDENTIFIER": self.identifier,
+            "CODE_FILE": record.pathname,
+            "CODE_LINE": str(record.lineno),
+            "CODE_FUNC": record.funcName,
+            "LOGGER": record.name,
+        }
+        for key, value in getattr(record, "fields", {}).items():
+            if _valid_field(key):
+                items[key] = value
+        return items
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            items = {
-                "MESSAGE": self.format(record),
-                "PRIORITY": str(_PRIORITY.get(record.levelno, 6)),
-                "SYSLOG_IDENTIFIER": IDENTIFIER,
-                "CODE_FILE": record.pathname,
-                "CODE_LINE": str(record.lineno),
-                "CODE_FUNC": record.funcName,
-                "LOGGER": record.name,
-            }
-            for key, value in getattr(record, "fields", {}).items():
-                if _valid_field(key):
-                    items[key] = value
-            self._sock.sendto(encode_journal_entry(items), self._path)
+            self._sendv(*(f"{k}={v}" for k, v in self.entry(record).items()))
         except Exception:  # a log line must never take the program down
             self.handleError(record)
-
-    def close(self) -> None:
-        self._sock.close()
-        super().close()
 
 
 class StderrFormatter(logging.Formatter):
@@ -122,13 +110,15 @@ def stderr_is_journal() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup(debug: bool = False) -> None:
+def setup(debug: bool = False, identifier: str = IDENTIFIER) -> None:
+    """Log to the journal (as identifier: the SyslogIdentifier= of the unit that runs us)
+    when systemd connected stderr to it, else plain lines to stderr."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     handler: logging.Handler
     if stderr_is_journal() and os.path.exists(JOURNAL_SOCKET):
-        handler = JournalHandler()
+        handler = JournalHandler(identifier)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -53,3 +53,21 @@ def tunnel_unit(target: str) -> str:
 def drive_device_unit(uuid: str) -> str:
     """dev-disk-by\\x2duuid-....device: systemd's unit for a drive's filesystem or LUKS UUID."""
     return escape.uuid_device_unit(uuid)
+
+
+# SyslogIdentifier= of the units that run offsite, by the command they run. The command
+# logs its journal entries under the same identifier, so `journalctl -t offsite-agent`
+# finds the agent's own lines as well as what it printed.
+IDENTIFIER = "offsite"
+IDENTIFIERS: dict[tuple[str, ...], str] = {
+    ("agent",): "offsite-agent",
+    ("notify", "failure"): "offsite-notify",
+    ("notify", "flush"): "offsite-outbox",
+    ("notify", "stale"): "offsite-stale",
+}
+
+
+def identifier(command: str, action: str | None = None) -> str:
+    """The SyslogIdentifier= of the unit that runs `offsite COMMAND [ACTION]`."""
+    return IDENTIFIERS.get((command, action) if action else (command,),
+                           IDENTIFIERS.get((command,), IDENTIFIER))

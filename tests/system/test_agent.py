@@ -167,7 +167,7 @@ def test_fifty_plug_events_lose_no_run(agent: Sandbox) -> None:
     started = {e["INVOCATION_ID"] for e in box.entries("_PID=1", f"UNIT={COPY}")
                if e.get("INVOCATION_ID")}
     recorded = box.run([str(Path(OFFSITE).parent / "python"), "-c",
-                        "from offsite import history\n"
+                        "from offsite.notify import history\n"
                         "for r in history.runs(limit=1000): print(r.invocation, r.result)"]
                        ).stdout.split("\n")
     rows = [line.split() for line in recorded if line.strip()]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from offsite_lab import demo
 
-from tests.system.test_sandbox import host_snapshot
+from tests.system.test_sandbox import HostTraces
 
 
 def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    before = host_snapshot()
+    host = HostTraces()
     assert demo.main() == 0
     out = capsys.readouterr().out
     assert "job offsite-copy succeeded" in out and "result: done" in out
@@ -23,4 +23,4 @@ def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[s
     assert "Subject: [offsite] vm: will-fail FAILED (exit code 1)" in out
     assert "Journal of this run" in out
     assert "1 job(s) FAILED: will-fail" in out and "USUALLY" in out  # status and schedule
-    assert host_snapshot() == before
+    host.check()

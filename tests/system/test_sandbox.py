@@ -101,32 +101,6 @@ def _digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
-def host_snapshot() -> dict[str, object]:
-    def listing(path: str) -> list[str]:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-    mounts = sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    loops = sorted(
-        f"{p.parent.parent.name}:{(p).read_text().strip()}"
-        for p in Path("/sys/block").glob("loop*/loop/backing_file")
-    )
-    etc = _digest_tree(Path("/etc/systemd")) | _digest_tree(Path("/etc/udev"))
-    sandboxes = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                 and b"offsite-sandbox.target" in _read(p / "cmdline")]
-    cgroup = sandboxmod._host_cgroup2()
-    return {
-        "tmp": listing("/tmp"),
-        "var_log": listing("/var/log"),
-        "journal": _digest_tree(Path("/var/log/journal")) if os.path.isdir("/var/log/journal") else {},
-        "etc": hashlib.sha256(json.dumps(etc, sort_keys=True).encode()).hexdigest(),
-        "mounts": mounts,
-        "loops": loops,
-        "dev_disk": sandboxmod._tree(Path("/dev/disk")),
-        "cgroups": sandboxmod._dirs(cgroup),
-        "sandboxes": sandboxes,
-    }
-
-
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -134,8 +108,69 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+SANDBOX_MARK = "offsite-sandbox"  # in the names of everything a sandbox makes on the host
+
+
+def traces() -> dict[str, object]:
+    """What a sandbox could leave behind on the host, each narrowed to what carries a
+    sandbox's own mark (its work directory, its loop images, its udev links to loop
+    devices, systemd's cgroups, offsite's units): other processes on the machine may change
+    /tmp, /var/log or /etc meanwhile without this changing."""
+    def own(path: str) -> list[str]:
+        return sorted(n for n in os.listdir(path) if SANDBOX_MARK in n) if os.path.isdir(path) else []
+
+    mounts = sorted(m for m in (line.split()[4] for line in
+                                Path("/proc/self/mountinfo").read_text().splitlines())
+                    if SANDBOX_MARK in m)
+    loops = sorted(
+        f"{p.parent.parent.name}:{backing}"
+        for p in Path("/sys/block").glob("loop*/loop/backing_file")
+        if SANDBOX_MARK in (backing := p.read_text().strip()))
+    etc = {k: v for k, v in (_digest_tree(Path("/etc/systemd")) | _digest_tree(Path("/etc/udev"))).items()
+           if "offsite" in k or "leaktest" in k}
+    sandboxes = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and b"offsite-sandbox.target" in _read(p / "cmdline")]
+    cgroup = sandboxmod._host_cgroup2()
+    return {
+        "tmp": own("/tmp"),
+        "var_tmp": own("/var/tmp"),
+        "journal": sorted(str(p) for p in Path("/var/log/journal").rglob("*")),
+        "etc": hashlib.sha256(json.dumps(etc, sort_keys=True).encode()).hexdigest(),
+        "mounts": mounts,
+        "loops": loops,
+        "dev_disk": [e for e in sandboxmod._tree(Path("/dev/disk")) if "loop" in e],
+        "cgroups": [d for d in sandboxmod._dirs(cgroup)
+                    if d.rsplit("/", 1)[-1].endswith((".slice", ".scope", ".service", ".mount"))],
+        "sandboxes": sandboxes,
+    }
+
+
+class HostTraces:
+    """Taken before a sandbox runs; check() after it: nothing of the sandbox's stays, and a
+    canary in /tmp and /var/tmp (which a systemd booted on the host's root would empty) is
+    still there."""
+
+    def __init__(self) -> None:
+        self.canaries = [Path(d) / f"offsite-canary-{os.getpid()}-{time.monotonic_ns()}"
+                         for d in ("/tmp", "/var/tmp")]
+        for canary in self.canaries:
+            canary.write_text("still here")
+        self.before = traces()
+
+    def check(self) -> None:
+        try:
+            for canary in self.canaries:
+                assert canary.exists(), f"{canary.parent} was emptied"
+            after = traces()
+            for key, value in self.before.items():
+                assert after[key] == value, f"host {key} changed: {value} -> {after[key]}"
+        finally:
+            for canary in self.canaries:
+                canary.unlink(missing_ok=True)
+
+
 def test_host_is_left_as_it_was() -> None:
-    before = host_snapshot()
+    host = HostTraces()
     host_config = Path("/etc/offsite/offsite.yaml")
     host_config_existed = host_config.exists()
     with sandboxmod.booted() as sandbox:
@@ -153,26 +188,24 @@ def test_host_is_left_as_it_was() -> None:
         assert not Path("/etc/systemd/system/leaktest.service").exists()
         assert not Path("/tmp/leak-test").exists()
         assert host_config.exists() == host_config_existed
-    after = host_snapshot()
-    for key in before:
-        assert after[key] == before[key], f"host {key} changed"
+    host.check()
 
 
 def test_teardown_on_error_leaves_nothing() -> None:
-    before = host_snapshot()
+    host = HostTraces()
     pid1 = 0
     with pytest.raises(RuntimeError, match="test failure"), sandboxmod.booted() as sandbox:
         pid1 = sandbox.pid1
         sandbox.plug(sandbox.make_drive("err", UUID))
         raise RuntimeError("test failure")
     assert pid1 and not Path(f"/proc/{pid1}").exists()
-    assert host_snapshot() == before
+    host.check()
 
 
 def test_killed_owner_leaves_nothing_running(tmp_path: Path) -> None:
     """SIGKILL of the process that booted a sandbox: systemd dies with it, and the next
     sandbox detaches the loop device it left and cleans /dev."""
-    before = host_snapshot()
+    host = HostTraces()
     ready = tmp_path / "ready"
     script = textwrap.dedent(f"""\
         import sys, time
@@ -197,10 +230,10 @@ def test_killed_owner_leaves_nothing_running(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the sandbox systemd outlived its owner"
         time.sleep(0.05)
     # The loop device is still attached; the next sandbox cleans it up under the lock.
-    assert host_snapshot()["loops"] != before["loops"]
+    assert traces()["loops"] != host.before["loops"]
     with sandboxmod.booted():
         pass
-    assert host_snapshot() == before
+    host.check()
 
 
 def test_sandboxes_are_serialised() -> None:
@@ -224,10 +257,9 @@ def test_sandboxes_are_serialised() -> None:
 
 
 def test_the_command_for_humans_runs_inside_and_passes_the_exit_code() -> None:
-    before = host_snapshot()
-    result = run([sys.executable, "-m", "offsite", "sandbox", "--", "sh", "-c",
-                  "test \"$(cat /proc/1/comm)\" = systemd && exit 7"], check=False,
-                 env={"PYTHONPATH": str(ROOT / "src")}, timeout=120)
+    host = HostTraces()
+    result = run([str(Path(sys.prefix) / "bin" / "offsite-lab"), "sandbox", "--", "sh", "-c",
+                  "test \"$(cat /proc/1/comm)\" = systemd && exit 7"], check=False, timeout=120)
     assert result.returncode == 7, result.stdout + result.stderr
     assert "halted; nothing was left behind" in result.stdout
-    assert host_snapshot() == before
+    host.check()

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from offsite.agent import ledstate
-from offsite.agent.daemon import Units, unit_from_path
+from offsite.agent.daemon import Units
 from offsite.agent.ledstate import Phase, Picture, Verdict, resolve
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
 from offsite.notify import metrics
 from offsite.notify.history import Run
+from offsite.units.systemd import unit_from_path
 from offsite.views import drives, schedule, status
 
 

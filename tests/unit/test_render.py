@@ -131,3 +131,23 @@ def test_path_list_quotes_spaces_and_keeps_optional_prefix() -> None:
 def test_rendering_is_deterministic(example: render.Rendered, tmp_path: Path) -> None:
     again = render.render(reader.load(next(tmp_path.glob("*.yaml"))), OFFSITE, CONFIG)
     assert again.digest() == example.digest()
+
+
+def test_offsite_logs_under_the_identifier_of_the_unit_that_runs_it(
+        example: render.Rendered) -> None:
+    """`journalctl -t offsite-agent` must find the agent's journal entries too: the CLI
+    picks the identifier of a command from the same table the units are rendered from."""
+    from offsite import cli
+
+    checked = 0
+    for name, text in example.files.items():
+        exec_start = re.search(r"^ExecStart=(\S+) (.*)$", text, re.M)
+        ident = re.search(r"^SyslogIdentifier=(.*)$", text, re.M)
+        if exec_start is None or ident is None or exec_start.group(1) != str(OFFSITE):
+            continue
+        argv = exec_start.group(2).replace("%i", "x").split()
+        args = cli.build_parser().parse_args(argv)
+        assert unitnames.identifier(args.command, getattr(args, "action", None)) == \
+            ident.group(1), name
+        checked += 1
+    assert checked >= 6  # jobs, the namespace, agent, notify, outbox, stale

@@ -4,9 +4,9 @@ systemd starts the jobs; the agent watches and shows. One asyncio loop, no polli
 - udev, through pyudev's monitor socket in the loop: a configured drive appearing sets the
   LED to "working" at once (before its job has started); an unknown LUKS or filesystem
   UUID is logged with what to do about it; a USB device appearing re-finds the LED;
-- systemd, over D-Bus (dbus-fast): the ActiveState of offsite's units as it changes; when
+- systemd, over D-Bus (offsite.units.systemd): the ActiveState of offsite's units as it changes; when
   a job unit ends, its result is read from the history its stop hook wrote;
-- the watchdog, READY and STATUS through sd_notify.
+- the watchdog, READY and STATUS through sd_notify (offsite.units.systemd).
 A lost bus or a re-executed systemd: reconnect and rebuild the picture from systemd's
 current state and the history. SIGHUP: re-read the history and the LED (`offsite led clear`).
 """
@@ -22,31 +22,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from offsite import sdnotify, state
+from offsite import state
 from offsite.agent import ledstate
 from offsite.agent.ledstate import Phase, Picture
 from offsite.agent.stick import Stick
 from offsite.config.model import Config
 from offsite.log import fields
 from offsite.notify import history, metrics
+from offsite.units import systemd
 
 log = logging.getLogger(__name__)
 
-SYSTEMD = "org.freedesktop.systemd1"
-MANAGER_PATH = "/org/freedesktop/systemd1"
-UNIT_PREFIX_PATH = "/org/freedesktop/systemd1/unit/"
 LED_STATE = state.RUN_DIR / "led.json"  # what the LED shows now, for `offsite status`
 LED_CLEARED = state.STATE_DIR / "led.json"  # failures before this are not shown red
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-RUNNING = ("activating", "active", "deactivating", "reloading")
-
-
-def unit_from_path(path: str) -> str | None:
-    """systemd's object path of a unit back to its name (_2d -> '-', ...)."""
-    if not path.startswith(UNIT_PREFIX_PATH):
-        return None
-    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)),
-                  path[len(UNIT_PREFIX_PATH):])
 
 
 @dataclass
@@ -74,7 +63,7 @@ class Agent:
         self.unlocked: set[str] = set()
         self.verdict = ledstate.Verdict("off", "starting")
         self.by_uuid = {d.uuid: d.name for d in cfg.drives}
-        self.bus: Any = None
+        self.bus: systemd.Bus | None = None
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # connected and the first picture taken
 
@@ -102,7 +91,7 @@ class Agent:
             self.stick.show(verdict.state)
             state.write(LED_STATE, {"state": verdict.state, "why": verdict.why,
                                     "device": self.stick.shown is not None, "since": time.time()})
-            sdnotify.notify(f"STATUS=LED {verdict.state}: {verdict.why}")
+            systemd.notify(f"STATUS=LED {verdict.state}: {verdict.why}")
 
     # -- udev -------------------------------------------------------------------------------
     def on_block(self, sys_path: str, action: str, uuid: str | None, fstype: str | None) -> None:
@@ -156,7 +145,7 @@ class Agent:
     def on_unit_state(self, unit: str, active_state: str) -> None:
         if unit in self.units.unlock:
             luks = self.units.unlock[unit]
-            if active_state in RUNNING:
+            if active_state in systemd.RUNNING:
                 self.unlocked.add(luks)
             else:
                 self.unlocked.discard(luks)
@@ -165,7 +154,7 @@ class Agent:
         if unit not in self.units.jobs:
             return
         job, drive = self.units.jobs[unit]
-        if active_state in RUNNING:
+        if active_state in systemd.RUNNING:
             if unit not in self.active:
                 self.active[unit] = drive
                 self.update(f"{unit} started")
@@ -184,7 +173,7 @@ class Agent:
 
     async def rebuild(self) -> None:
         """The picture from systemd's current state (at start, after a reconnect)."""
-        reply = await self._call("ListUnitsByPatterns", "asas", [list(RUNNING), ["offsite-*"]])
+        reply = await self._call("ListUnitsByPatterns", "asas", [list(systemd.RUNNING), ["offsite-*"]])
         running = {u[0]: u[3] for u in reply[0]}
         self.active = {u: d for u, (_, d) in self.units.jobs.items() if u in running}
         self.unlocked = {d for u, d in self.units.unlock.items() if u in running}
@@ -212,26 +201,23 @@ class Agent:
                 found.append((device.sys_path, name))
         return found
 
-    async def _call(self, member: str, signature: str = "", body: list[Any] | None = None,
-                    destination: str = SYSTEMD, path: str = MANAGER_PATH,
-                    interface: str = "org.freedesktop.systemd1.Manager") -> list[Any]:
-        from dbus_fast import Message, MessageType
-
-        reply = await self.bus.call(Message(destination=destination, path=path,
-                                            interface=interface, member=member,
-                                            signature=signature, body=body or []))
-        if reply.message_type == MessageType.ERROR:
-            raise ConnectionError(f"{member}: {reply.error_name}: {reply.body}")
-        return list(reply.body)
+    async def _call(self, member: str, signature: str = "", body: list[Any] | None = None
+                    ) -> list[Any]:
+        if self.bus is None:
+            raise ConnectionError("not connected to the bus")
+        try:
+            return await self.bus.call(member, signature, body or [])
+        except systemd.BusError as exc:
+            raise ConnectionError(str(exc)) from exc
 
     def on_message(self, message: Any) -> None:
         if message.member == "PropertiesChanged" and message.body and \
                 message.body[0] == "org.freedesktop.systemd1.Unit":
-            unit = unit_from_path(message.path or "")
+            unit = systemd.unit_from_path(message.path or "")
             changed = message.body[1]
             if unit and "ActiveState" in changed:
                 self.on_unit_state(unit, changed["ActiveState"].value)
-        elif message.member == "NameOwnerChanged" and message.body and message.body[0] == SYSTEMD:
+        elif message.member == "NameOwnerChanged" and message.body and message.body[0] == systemd.SYSTEMD:
             log.info("systemd's bus name changed owner (re-executed?); rebuilding")
             asyncio.get_running_loop().create_task(self._resubscribe())
 
@@ -240,29 +226,26 @@ class Agent:
             await self._call("Subscribe")
             await self.rebuild()
 
-    async def connect(self) -> None:
-        from dbus_fast import BusType
-        from dbus_fast.aio import MessageBus
-
-        self.bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        self.bus.add_message_handler(self.on_message)
-        for rule in (f"type='signal',sender='{SYSTEMD}',interface='org.freedesktop.DBus."
-                     f"Properties',member='PropertiesChanged',path_namespace='{MANAGER_PATH}/unit'",
-                     "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-                     f"arg0='{SYSTEMD}'"):
-            await self._call("AddMatch", "s", [rule], destination="org.freedesktop.DBus",
-                             path="/org/freedesktop/DBus", interface="org.freedesktop.DBus")
+    async def connect(self) -> systemd.Bus:
+        self.bus = bus = await systemd.Bus.connect()
+        bus.on_message(self.on_message)
+        await bus.add_match(
+            f"type='signal',sender='{systemd.SYSTEMD}',interface='{systemd.PROPERTIES}',"
+            f"member='PropertiesChanged',path_namespace='{systemd.UNIT_PATH_PREFIX}'")
+        await bus.add_match("type='signal',sender='org.freedesktop.DBus',"
+                                 f"member='NameOwnerChanged',arg0='{systemd.SYSTEMD}'")
         await self._call("Subscribe")
         await self.rebuild()
         self.ready.set()
+        return bus
 
     async def bus_loop(self) -> None:
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                await self.connect()
+                bus = await self.connect()
                 delay = 1.0
-                await self.bus.wait_for_disconnect()
+                await bus.wait_for_disconnect()
                 log.warning("lost the D-Bus connection; reconnecting")
             except Exception as exc:  # any failure of the bus: log it, try again later
                 log.warning("cannot talk to systemd over D-Bus (%s: %s); again in %.0f s",
@@ -294,16 +277,16 @@ class Agent:
                 bus.result()
             await asyncio.sleep(0.05)
         metrics.write(self.cfg)
-        sdnotify.notify("READY=1", f"STATUS=LED {self.verdict.state}: {self.verdict.why}")
+        systemd.notify("READY=1", f"STATUS=LED {self.verdict.state}: {self.verdict.why}")
         log.info("agent ready: watching %d job unit(s) and %d drive(s)", len(self.units.jobs),
                  len(self.cfg.drives))
-        watchdog = sdnotify.watchdog_interval()
+        watchdog = systemd.watchdog_interval()
         while not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), watchdog or None)
             if watchdog:
-                sdnotify.notify("WATCHDOG=1")
-        sdnotify.notify("STOPPING=1")
+                systemd.notify("WATCHDOG=1")
+        systemd.notify("STOPPING=1")
         bus.cancel()
         loop.remove_reader(monitor.fileno())
         if self.bus is not None:

@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from offsite import sdnotify, state
+from offsite import state
 from offsite.config.model import Config
 from offsite.errors import Fatal
 from offsite.run import Arg, CommandError, interactive, run
+from offsite.units import systemd
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def hold(cfg: Config) -> int:
     record = cfg.namespace.path
     state.write(record, {"pid": os.getpid(), "inode": _ns_inode(),
                          "borg_host_id": borg_host_id(), "spec": spec(cfg)})
-    sdnotify.notify("READY=1", f"STATUS=backup namespace held by pid {os.getpid()}")
+    systemd.notify("READY=1", f"STATUS=backup namespace held by pid {os.getpid()}")
     log.info("the backup namespace is ready (pid %d)", os.getpid())
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     record.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import socket
 import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from offsite import state, unitnames
 from offsite.config.model import Config, Job
@@ -103,23 +104,16 @@ def flush(cfg: Config, force: bool = False) -> spool.Flushed:
 
 # -- the failure mail -------------------------------------------------------------------
 
-_EXEC_CODES = {"1": "exited", "2": "killed", "3": "dumped"}  # ExecMainCode (CLD_*)
+_EXEC_CODES = {1: "exited", 2: "killed", 3: "dumped"}  # ExecMainCode (CLD_*)
 
 
-def _show(unit: str) -> dict[str, str]:
-    props = ["InvocationID", "Result", "ExecMainCode", "ExecMainStatus",
-             "ExecMainStartTimestamp", "ExecMainExitTimestamp"]
-    result = run(["systemctl", "show", "--timestamp=unix", *[f"--property={p}" for p in props],
-                  "--", unit], check=False)
-    values = {}
-    for line in result.stdout.splitlines():
-        key, _, value = line.partition("=")
-        values[key] = value
-    return values
-
-
-def _timestamp(value: str) -> float | None:
-    return float(value[1:]) if value.startswith("@") and value[1:].isdigit() else None
+def _show(unit: str) -> dict[str, Any]:
+    """What systemd knows of the unit's last run (Unit and Service properties)."""
+    try:
+        return {**systemd.properties(unit, "Unit"), **systemd.properties(unit, "Service")}
+    except Exception as exc:  # the mail goes out with less, rather than not at all
+        log.warning("cannot read the properties of %s from systemd: %s", unit, exc)
+        return {}
 
 
 def journal_lines(invocation: str) -> list[str]:
@@ -152,23 +146,24 @@ def failure(cfg: Config, unit: str) -> EmailMessage:
     env = os.environ
     shown = _show(unit)
     invocation = invocation_id(env.get("MONITOR_INVOCATION_ID")) or invocation_id(
-        shown.get("InvocationID")) or "unknown"
+        bytes(shown.get("InvocationID", b"")).hex()) or "unknown"
     if env.get("MONITOR_SERVICE_RESULT"):
         outcome = from_service(env["MONITOR_SERVICE_RESULT"], env.get("MONITOR_EXIT_CODE", ""),
                                env.get("MONITOR_EXIT_STATUS", ""))
     else:
-        outcome = from_service(shown.get("Result", ""),
-                               _EXEC_CODES.get(shown.get("ExecMainCode", ""), ""),
-                               shown.get("ExecMainStatus", ""))
+        outcome = from_service(str(shown.get("Result", "")),
+                               _EXEC_CODES.get(shown.get("ExecMainCode", 0), ""),
+                               str(shown.get("ExecMainStatus", "")))
     if not outcome.failed:  # started by hand, or the unit has run again since
         outcome = Outcome("failed", outcome.detail or "failed")
-    end = _timestamp(shown.get("ExecMainExitTimestamp", "")) or time.time()
+    end = systemd.timestamp(shown.get("ExecMainExitTimestamp")) or time.time()
     recorded = history.find(invocation)
     if recorded is None or (recorded.result is None and invocation != "unknown"):
         # its stop hook did not get to record it (it is not run when a start fails early)
         recorded = history.finished(invocation, unit, job.name, drive, end, "failed",
                                     outcome.detail, None)
-    started = recorded.started if recorded else _timestamp(shown.get("ExecMainStartTimestamp", ""))
+    started = recorded.started if recorded else systemd.timestamp(
+        shown.get("ExecMainStartTimestamp"))
     status = run(["systemctl", "status", "--full", "--no-pager", "--lines=0", "--", unit],
                  check=False).stdout
     report = mailtext.Failure(

@@ -290,7 +290,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         "# borg and rsync get time to release their locks when stopped.",
         "TimeoutStopSec=2min",
         "KillMode=mixed",
-        "SyslogIdentifier=offsite",
+        f"SyslogIdentifier={unitnames.IDENTIFIER}",
         f"LogExtraFields={word('JOB=' + job.name)}",
         "Nice=10",
         "IOSchedulingClass=idle",
@@ -428,7 +428,7 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
         f"ExecStop={exec_line([*base, 'disassemble', '--', target.name])}",
         "TimeoutStartSec=5min",
         "TimeoutStopSec=1h",
-        "SyslogIdentifier=offsite",
+        f"SyslogIdentifier={unitnames.IDENTIFIER}",
         f"LogExtraFields={word('TARGET=' + target.name)}",
         *(["# The member images live there (the sync client may own the folder).",
            f"ReadWritePaths={writable}"] if writable else []),
@@ -490,7 +490,7 @@ def _namespace(offsite: Path, config_path: Path) -> str:
         f"ExecStart={exec_line(hold)}",
         "TimeoutStartSec=2min",
         "Restart=on-failure",
-        "SyslogIdentifier=offsite",
+        f"SyslogIdentifier={unitnames.IDENTIFIER}",
         "# It makes its own mount namespace (unshare) from the host's, so it gets none of",
         "# the options that would give it one first (ProtectSystem=, PrivateTmp=, ...).",
         _format([opt for opt in BASE_HARDENING if opt[0] in NO_MOUNT_NAMESPACE] + [
@@ -559,7 +559,8 @@ def _helper(description: str, argv: Sequence[str | Path], ident: str, timeout: s
 def _notify(offsite: Path, config_path: Path) -> str:
     # %i: the failed unit's name (a unit name systemd made, from names offsite chose)
     return _helper("offsite: report the failure of %i",
-                   [offsite, "--config", config_path, "notify", "failure"], "offsite-notify",
+                   [offsite, "--config", config_path, "notify", "failure"],
+                   unitnames.identifier("notify", "failure"),
                    "5min", _helper_hardening(network=False), specifier="%i")
 
 
@@ -570,7 +571,8 @@ def _outbox(cfg: Config, offsite: Path, config_path: Path) -> dict[str, str]:
         return {}
     sendmail = email is not None and email.smtp is None
     service = _helper("offsite: send spooled mail and health pings",
-                      [offsite, "--config", config_path, "notify", "flush"], "offsite-outbox",
+                      [offsite, "--config", config_path, "notify", "flush"],
+                      unitnames.identifier("notify", "flush"),
                       "10min", _helper_hardening(network=True, sendmail=sendmail),
                       unit=["# Started for every mail and ping (a burst of them is normal) and by",
                             "# its timer; it ends quickly when there is nothing to send.",
@@ -596,7 +598,8 @@ def _outbox(cfg: Config, offsite: Path, config_path: Path) -> dict[str, str]:
 
 def _stale(offsite: Path, config_path: Path) -> dict[str, str]:
     service = _helper("offsite: alert about drives and jobs gone quiet for too long",
-                      [offsite, "--config", config_path, "notify", "stale"], "offsite-stale",
+                      [offsite, "--config", config_path, "notify", "stale"],
+                      unitnames.identifier("notify", "stale"),
                       "5min", _helper_hardening(network=False))
     timer = "\n".join([
         "[Unit]",
@@ -649,7 +652,7 @@ def _agent(offsite: Path, config_path: Path) -> str:
         "WatchdogSec=3min",
         "Restart=on-failure",
         "RestartSec=2s",
-        "SyslogIdentifier=offsite-agent",
+        f"SyslogIdentifier={unitnames.identifier('agent')}",
         _format(options).rstrip("\n"),
         "",
         "[Install]",

@@ -13,7 +13,7 @@ from offsite import state, unitnames
 from offsite.config.model import Config, DriveTrigger, Schedule
 from offsite.notify import history
 from offsite.notify.mailtext import span
-from offsite.run import run
+from offsite.units import systemd
 from offsite.views import drives
 from offsite.views.drives import TargetRow
 
@@ -47,29 +47,20 @@ class Status:
     agent: str
 
 
-def _timestamp(unit: str, prop: str) -> float | None:
-    value = run(["systemctl", "show", "--timestamp=unix", f"--property={prop}", "--value", "--",
-                 unit], check=False).stdout.strip()
-    digits = value[1:].replace(".", "", 1)
-    return float(value[1:]) if value.startswith("@") and digits.isdigit() else None
-
-
-def _active(units: list[str]) -> set[str]:
-    if not units:
-        return set()
-    out = run(["systemctl", "is-active", "--", *units], check=False).stdout.split()
-    return {u for u, s in zip(units, out, strict=False) if s in ("active", "activating",
-                                                               "deactivating")}
+def _next_elapse(timer: str) -> float | None:
+    return systemd.timestamp(systemd.properties(timer, "Timer").get("NextElapseUSecRealtime"))
 
 
 def collect(cfg: Config, now: float | None = None) -> Status:
     now = time.time() if now is None else now
     timers = {j.name: unitnames.timer_unit(j.name) for j in cfg.jobs if isinstance(j.trigger, Schedule)}
-    next_runs = {t: _timestamp(t, "NextElapseUSecRealtime") for t in timers.values()}
+    next_runs = {t: _next_elapse(t) for t in timers.values()}
     units = {j.name: ([unitnames.job_unit(j.name, d) for d in j.trigger.drives]
                       if isinstance(j.trigger, DriveTrigger) else [unitnames.job_unit(j.name)])
              for j in cfg.jobs}
-    active = _active([u for us in units.values() for u in us])
+    states = systemd.active_states([u for us in units.values() for u in us] +
+                                   [unitnames.AGENT_UNIT])
+    active = {u for u, s in states.items() if s in ("active", "activating", "deactivating")}
     rows = []
     for job in cfg.jobs:
         runs = [r for r in history.runs(job.name, limit=50) if r.result is not None]
@@ -87,7 +78,7 @@ def collect(cfg: Config, now: float | None = None) -> Status:
                            history.streak(job.name).failures))
     rows.sort(key=lambda r: (r.result != "failed", r.name))
     led = state.read(LED_STATE)
-    agent = run(["systemctl", "is-active", "--", unitnames.AGENT_UNIT], check=False).stdout.strip()
+    agent = states[unitnames.AGENT_UNIT]
     return Status(rows, drives.rows(cfg, drives.load_records(cfg), now),
                   drives.target_rows(cfg, drives.load_target_records(cfg), now),
                   led.get("state"), led.get("why"), agent or "unknown")
