@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from offsite import __version__, sshkeys, unitnames
+from offsite import __version__, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target
 from offsite.errors import EXIT_FAILURE, Fatal
-from offsite.jobs import execute, hooks, mirror, namespace
+from offsite.jobs import execute, hooks, mirror, namespace, pullkeys
 from offsite.notify import notices, spool
 from offsite.run import CommandError
 from offsite.targets import cloudraid, nbd, registry
@@ -289,9 +289,9 @@ def cmd_ssh_key(args: argparse.Namespace) -> int:
     job = _job_arg(cfg, args.job)
     if job.pull is None:
         raise Fatal(f"job {job.name} is a {job.kind} job; only pull jobs have SSH keys")
-    keys = sshkeys.authorized_keys(job, args.allowed_from)
+    keys = pullkeys.authorized_keys(job, args.allowed_from)
     source = job.pull
-    print(f"# {len(keys)} key(s) of job {job.name} in {sshkeys.key_dir(job)}; add these lines "
+    print(f"# {len(keys)} key(s) of job {job.name} in {pullkeys.key_dir(job)}; add these lines "
           f"to ~{source.user}/.ssh/authorized_keys on {source.host}. Each key can do one "
           "thing only, and only from " + args.allowed_from + ".", file=sys.stderr)
     for line in keys:

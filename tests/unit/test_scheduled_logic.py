@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from offsite import sshkeys
 from offsite.config.model import Job, JobKind, PullSource
 from offsite.errors import Fatal
-from offsite.jobs import borgjson, pull, restoretest
+from offsite.jobs import borgjson, pull, pullkeys, restoretest
 
 SOURCE = PullSource("vps.example.org", ("/srv/app/data", "/etc"), "backup", 2222,
                     before="docker stop app", after="docker start app",
@@ -22,42 +21,42 @@ JOB = Job("vps", JobKind.PULL, 3600.0, pull=SOURCE, destination=Path("/backup/ho
 
 
 def test_one_key_per_capability_each_forced_to_one_command() -> None:
-    caps = sshkeys.capabilities(SOURCE)
+    caps = pullkeys.capabilities(SOURCE)
     assert [(c.name, c.command) for c in caps] == [
         ("before", "docker stop app"),
         ("path-1", "rrsync -ro /srv/app/data"),
         ("path-2", "rrsync -ro /etc"),
         ("after", "docker start app"),
     ]
-    line = sshkeys.authorized_line(caps[1], "ssh-ed25519 AAAAkey offsite pull vps path-1\n",
+    line = pullkeys.authorized_line(caps[1], "ssh-ed25519 AAAAkey offsite pull vps path-1\n",
                                    "192.0.2.10")
     assert line == ('restrict,from="192.0.2.10",command="rrsync -ro /srv/app/data" '
                     "ssh-ed25519 AAAAkey offsite pull vps path-1")
-    spaced = sshkeys.capabilities(PullSource("h", ("/srv/my data",)))
+    spaced = pullkeys.capabilities(PullSource("h", ("/srv/my data",)))
     assert spaced[0].command == "rrsync -ro '/srv/my data'"
 
 
 @pytest.mark.parametrize("bad", ['1.2.3.4" ,command="sh', "a b", "", "host;rm"])
 def test_a_from_pattern_cannot_break_out_of_its_quotes(bad: str) -> None:
     with pytest.raises(Fatal):
-        sshkeys.authorized_line(sshkeys.capabilities(SOURCE)[0], "ssh-ed25519 AAAA", bad)
+        pullkeys.authorized_line(pullkeys.capabilities(SOURCE)[0], "ssh-ed25519 AAAA", bad)
 
 
 def test_ssh_uses_only_the_keys_and_host_key_offsite_gives_it(tmp_path: Path) -> None:
-    cap = sshkeys.capabilities(SOURCE)[1]
-    argv = sshkeys.ssh_command(JOB, cap, tmp_path)
+    cap = pullkeys.capabilities(SOURCE)[1]
+    argv = pullkeys.ssh_command(JOB, cap, tmp_path)
     assert argv[:4] == ["ssh", "-F", "none", "-i"] and argv[4] == str(tmp_path / "vps" / "path-1")
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
     assert argv[argv.index("-p") + 1] == "2222" and argv[-2:] == ["-l", "backup"]
-    assert sshkeys.known_hosts_line(SOURCE) == \
+    assert pullkeys.known_hosts_line(SOURCE) == \
         "[vps.example.org]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE\n"
     unpinned = Job("x", JobKind.PULL, 1.0, pull=PullSource("h", ("/a",)), destination=Path("/d"))
-    assert "StrictHostKeyChecking=accept-new" in sshkeys.ssh_command(
-        unpinned, sshkeys.capabilities(unpinned.pull)[0], tmp_path)  # type: ignore[arg-type]
+    assert "StrictHostKeyChecking=accept-new" in pullkeys.ssh_command(
+        unpinned, pullkeys.capabilities(unpinned.pull)[0], tmp_path)  # type: ignore[arg-type]
 
 
 def test_rsync_pulls_the_root_of_what_rrsync_allows_into_its_own_directory() -> None:
-    cap = sshkeys.capabilities(SOURCE)[1]
+    cap = pullkeys.capabilities(SOURCE)[1]
     target = pull.target_dir(JOB.destination, "/srv/app/data")  # type: ignore[arg-type]
     assert target == Path("/backup/holding/vps/srv/app/data")
     argv = pull.rsync_argv(JOB, cap, target)

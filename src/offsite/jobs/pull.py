@@ -1,5 +1,5 @@
 """A pull job: copy paths of a remote host into a holding directory, over SSH, with keys
-that can do nothing else (see sshkeys), and optional commands on the far side before and
+that can do nothing else (see pullkeys), and optional commands on the far side before and
 after the copy. "after" runs however the copy ended, so a container stopped for a
 consistent copy is started again.
 """
@@ -10,9 +10,10 @@ import logging
 import shlex
 from pathlib import Path
 
-from offsite import durable, sshkeys
+from offsite import durable
 from offsite.config.model import Job
 from offsite.errors import Fatal
+from offsite.jobs import pullkeys
 from offsite.log import fields
 from offsite.run import CommandError, lines
 
@@ -21,11 +22,11 @@ log = logging.getLogger(__name__)
 RSYNC_WARNING = 24  # some source files vanished during the copy: a warning, not a failure
 
 
-def rsync_argv(job: Job, cap: sshkeys.Capability, target: Path) -> list[str]:
+def rsync_argv(job: Job, cap: pullkeys.Capability, target: Path) -> list[str]:
     """rsync from the capability's path (the root of what rrsync allows) into target."""
     assert job.pull is not None  # noqa: S101 - pull jobs only
     return ["rsync", "--archive", "--hard-links", "--numeric-ids", "--delete", "--partial",
-            "--info=stats1", "--rsh", shlex.join(sshkeys.ssh_command(job, cap)),
+            "--info=stats1", "--rsh", shlex.join(pullkeys.ssh_command(job, cap)),
             f"{job.pull.host}:/", f"{target}/"]
 
 
@@ -34,11 +35,11 @@ def target_dir(destination: Path, remote_path: str) -> Path:
     return destination / remote_path.strip("/")
 
 
-def _remote(job: Job, cap: sshkeys.Capability) -> None:
+def _remote(job: Job, cap: pullkeys.Capability) -> None:
     assert job.pull is not None  # noqa: S101 - pull jobs only
     log.info("on %s: %s", job.pull.host, cap.command, extra=fields(job=job.name))
     try:
-        lines([*sshkeys.ssh_command(job, cap), job.pull.host],
+        lines([*pullkeys.ssh_command(job, cap), job.pull.host],
               lambda line: log.info("%s: %s", cap.name, line, extra=fields(job=job.name)),
               timeout=job.timeout)
     except CommandError as exc:
@@ -50,15 +51,15 @@ def pull(job: Job) -> bool:
     source, destination = job.pull, job.destination
     if source is None or destination is None:
         raise Fatal(f"job {job.name} has no source or destination")
-    caps = sshkeys.capabilities(source)
-    missing = [c.name for c in caps if not sshkeys.key_file(job, c).exists()]
+    caps = pullkeys.capabilities(source)
+    missing = [c.name for c in caps if not pullkeys.key_file(job, c).exists()]
     if missing:
         raise Fatal(f"job {job.name} has no SSH key for {', '.join(missing)}",
                     f"run `offsite ssh-key {job.name} --from ADDRESS` and add the lines it "
                     f"prints to ~{source.user}/.ssh/authorized_keys on {source.host}")
-    pinned = sshkeys.known_hosts_line(source)
+    pinned = pullkeys.known_hosts_line(source)
     if pinned:
-        durable.replace(sshkeys.known_hosts(job), pinned)
+        durable.replace(pullkeys.known_hosts(job), pinned)
     by_name = {c.name: c for c in caps}
     warned = False
     failed: Fatal | None = None
@@ -83,7 +84,7 @@ def pull(job: Job) -> bool:
     return warned
 
 
-def _copy(job: Job, cap: sshkeys.Capability, target: Path) -> bool:
+def _copy(job: Job, cap: pullkeys.Capability, target: Path) -> bool:
     assert job.pull is not None and cap.path is not None  # noqa: S101 - path capabilities
     host = job.pull.host
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
