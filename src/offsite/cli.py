@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         "notify", parents=[common], help="mail: failure report, spool flush, staleness check, test",
         description="failure UNIT: report a failed job unit by mail (what offsite-notify@."
         "service runs; status, this run's journal, failures in a row). flush: send the "
-        "spooled mail that is due (--now: all of it; what offsite-mail.service runs). stale: "
+        "spooled mail that is due (--now: all of it; what offsite-outbox.service runs). stale: "
         "alert about drives without a recent copy and jobs without a recent success (daily, "
         "offsite-stale.timer). test: send a test mail now. spool: list what waits in the spool.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -27,8 +28,15 @@ def write_file(path: Path, content: str, mode: int = 0o644) -> None:
 
 
 def replace(path: Path, content: str, mode: int = 0o600) -> None:
-    """Atomically replace path: a temporary file beside it, fsync, rename, fsync the dir."""
-    tmp = path.with_name(path.name + ".tmp")
-    write_file(tmp, content, mode)
-    tmp.replace(path)
+    """Atomically replace path: a temporary file of its own beside it (two writers at once,
+    say the agent and a job's hook, each rename a whole file), fsync, rename, fsync the dir."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write_file(tmp, content, mode)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

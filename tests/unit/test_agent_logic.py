@@ -152,3 +152,29 @@ def test_a_job_that_runs_every_few_seconds_fills_the_whole_clock() -> None:
     often = text.splitlines()[2]
     assert often.startswith("often") and "#" * schedule.SLOTS in often, text
     assert f"more than {schedule.ITERATIONS} run(s)" in text
+
+
+def test_the_hint_for_an_unknown_luks_drive_is_a_command_offsite_accepts() -> None:
+    from offsite import cli
+    from offsite.agent.daemon import unknown_drive_hint
+
+    uuid = "3f1b6a0e-8c1d-4e55-9a57-2f4d7b1e6c01"
+    hint = unknown_drive_hint(uuid, "crypto_LUKS")
+    command = hint.split("offsite ", 1)[1].split(" (", 1)[0].replace("NAME", "offsite-a")
+    args = cli.build_parser().parse_args(command.split())
+    assert (args.command, args.action, str(args.device), args.name) == \
+        ("drive", "enroll", f"/dev/disk/by-uuid/{uuid}", "offsite-a")
+    assert "type: plain" in unknown_drive_hint(uuid, "ext4")
+
+
+def test_metrics_label_values_with_quotes_and_backslashes_still_parse() -> None:
+    """Names may hold `"` and `\\`; Prometheus' own parser must read the file back."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    odd = 'say "hi" \\ back'
+    run = Run("i", "u", odd, None, 10.0, 12.0, "success", None, 5)
+    text = metrics.text([odd], {odd: [run]}, {'d"r\\ive': 3.0})
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("offsite_job_last_result", (("job", odd),))] == 0
+    assert samples[("offsite_drive_last_copy_timestamp_seconds", (("drive", 'd"r\\ive'),))] == 3.0

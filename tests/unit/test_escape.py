@@ -36,3 +36,10 @@ def test_escaped_names_round_trip_through_unescape(name: str) -> None:
 def test_uuid_device_unit() -> None:
     unit = escape.uuid_device_unit("11111111-2222-3333-4444-555555555555")
     assert unit == "dev-disk-by\\x2duuid-11111111\\x2d2222\\x2d3333\\x2d4444\\x2d555555555555.device"
+
+
+def test_mount_points_keep_non_ascii_names() -> None:
+    from offsite.jobs.namespace import unescape_mountinfo
+
+    assert unescape_mountinfo("/mnt/café\\040drive") == "/mnt/café drive"
+    assert unescape_mountinfo("/mnt/a\\134b\\011c") == "/mnt/a\\b\tc"

@@ -66,3 +66,29 @@ def test_different_resources_do_not_wait(tmp_path: Path) -> None:
 def test_lock_file_names_carry_nothing_of_the_path() -> None:
     name = locks.lock_name("/srv/borg/../../etc/passwd\n")
     assert "/" not in name and "\n" not in name and name.endswith(".lock") and len(name) == 29
+
+
+def test_two_writers_replacing_one_file_each_rename_a_whole_file(tmp_path: Path) -> None:
+    """The agent and a job's hook both rewrite the metrics file: neither may trip over the
+    other's temporary file, and the file is always one writer's whole content."""
+    from offsite import durable
+
+    target = tmp_path / "offsite.prom"
+    errors: list[BaseException] = []
+
+    def writer(mark: str) -> None:
+        try:
+            for _ in range(300):
+                durable.replace(target, mark * 1000, mode=0o644)
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(m,)) for m in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert target.read_text() in ("a" * 1000, "b" * 1000)
+    assert [p.name for p in tmp_path.iterdir()] == ["offsite.prom"]  # no temporary left
+

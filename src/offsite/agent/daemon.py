@@ -38,6 +38,14 @@ LED_CLEARED = state.STATE_DIR / "led.json"  # failures before this are not shown
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+def unknown_drive_hint(uuid: str, fstype: str) -> str:
+    """What to do about a drive offsite does not know (uuid: already checked 8-4-4-4-12)."""
+    if fstype == "crypto_LUKS":
+        return (f"to make it an off-site drive: offsite drive enroll /dev/disk/by-uuid/{uuid} "
+                f"--name NAME (it prints the lines for drives:)")
+    return f"to make it an off-site drive, add it under drives: with uuid: {uuid} and type: plain"
+
+
 @dataclass
 class Units:
     """Which job (and drive) each of offsite's job units runs; which unit unlocks which drive."""
@@ -124,10 +132,8 @@ class Agent:
     @staticmethod
     def _tell_unknown(uuid: str, fstype: str) -> None:
         # the UUID matched the 8-4-4-4-12 hex pattern above; fstype is one of four names
-        kind = "luks" if fstype == "crypto_LUKS" else "plain"
-        log.info("a drive offsite does not know appeared (%s, UUID %s); to make it an "
-                 "off-site drive: offsite drive enroll --uuid %s NAME, or add it under drives: "
-                 "with uuid: %s and type: %s", fstype, uuid, uuid, uuid, kind)
+        log.info("a drive offsite does not know appeared (%s, UUID %s); %s", fstype, uuid,
+                 unknown_drive_hint(uuid, fstype))
 
     def drain_udev(self, monitor: Any) -> None:
         while True:
@@ -138,8 +144,8 @@ class Agent:
                 self.update("a USB device appeared")
                 continue
             if device.subsystem == "block":
-                self.on_block(device.sys_path, device.action or "", device.get("ID_FS_UUID"),
-                              device.get("ID_FS_TYPE"))
+                self.on_block(device.sys_path, device.action or "", device.properties.get("ID_FS_UUID"),
+                              device.properties.get("ID_FS_TYPE"))
 
     # -- systemd ----------------------------------------------------------------------------
     def on_unit_state(self, unit: str, active_state: str) -> None:
@@ -195,7 +201,7 @@ class Agent:
 
         found = []
         for device in pyudev.Context().list_devices(subsystem="block"):
-            uuid = device.get("ID_FS_UUID")
+            uuid = device.properties.get("ID_FS_UUID")
             name = self.by_uuid.get(uuid.lower()) if uuid and _UUID.match(uuid) else None
             if name is not None:
                 found.append((device.sys_path, name))

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import uuid
@@ -45,11 +46,17 @@ KEEP_AS_IS = ("/proc", "/sys", "/dev")
 JOB_TMP = "/tmp"  # noqa: S108
 
 
+def unescape_mountinfo(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (space, tab, newline and backslash as
+    octal escapes, \\040) back to the path; other bytes, UTF-8 included, stay as they are."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mount_points() -> list[str]:
     """Mount points of this process's namespace, parents before children."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        points.append(line.split()[4].encode().decode("unicode_escape"))
+        points.append(unescape_mountinfo(line.split()[4]))
     return points
 
 

@@ -29,14 +29,19 @@ _HELP = {
 }
 
 
+def label_value(text: str) -> str:
+    """A label value in the text exposition format: backslash, double quote and newline
+    escaped (names may hold any of them but a newline; the file must still parse)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def text(jobs: Sequence[str], runs: Mapping[str, list[history.Run]],
          drives: Mapping[str, float | None]) -> str:
-    """The textfile for jobs (their runs, newest first) and drives (name -> last copy).
-    Names are the configuration's own (letters, digits, -_.), safe in a label."""
+    """The textfile for jobs (their runs, newest first) and drives (name -> last copy)."""
     samples: dict[str, list[str]] = {name: [] for name in _HELP}
     for job in jobs:
         finished = [r for r in runs.get(job, []) if r.result is not None]
-        label = f'{{job="{job}"}}'
+        label = f'{{job="{label_value(job)}"}}'
         success = next((r for r in finished if r.succeeded), None)
         if success and success.finished:
             samples["offsite_job_last_success_timestamp_seconds"].append(
@@ -52,7 +57,7 @@ def text(jobs: Sequence[str], runs: Mapping[str, list[history.Run]],
     for drive, copied in drives.items():
         if copied is not None:
             samples["offsite_drive_last_copy_timestamp_seconds"].append(
-                f'{{drive="{drive}"}} {copied:.3f}')
+                f'{{drive="{label_value(drive)}"}} {copied:.3f}')
     out = []
     for name, values in samples.items():
         out += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]

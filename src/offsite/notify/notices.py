@@ -1,8 +1,8 @@
 """Notifications: the failure mail (run by offsite-notify@.service, OnFailure= of every job,
 so it works with the agent down), recovery and success mails, staleness alerts, and the
-spool flush that offsite-mail.service runs.
+spool flush that offsite-outbox.service runs.
 
-Every mail goes through the spool. Only offsite-mail.service talks to the mail server:
+Every mail goes through the spool. Only offsite-outbox.service talks to the mail server:
 one unit with network access and the SMTP credential; the others write the spool and ask
 systemd to start it.
 """
