@@ -1,4 +1,5 @@
-"""systemd time spans ("6h", "1h 30min", "infinity"), parsed and formatted as pure functions."""
+"""Quantities as people write and read them, as pure functions: systemd time spans ("6h",
+"1h 30min", "infinity"), sizes ("512M", "1.5 GiB") and ages ("3 days ago")."""
 
 from __future__ import annotations
 
@@ -64,3 +65,25 @@ def format_span(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return " ".join(parts)
+
+
+_SIZE = re.compile(r"^([0-9]{1,12})\s*([KMGTkmgt])?(?:i?B)?$")
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size written like 512M, 20G or 1T (powers of 1024). Raises ValueError."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a size")
+    unit: str = match[2] or " "
+    return int(match[1]) * int(1024 ** " KMGT".index(unit.upper()))
+
+
+def format_size(n: float) -> str:
+    """1536 -> "1.5 KiB"; whole bytes below 1 KiB ("512 B")."""
+    for unit in _SIZE_UNITS:
+        if abs(n) < 1024 or unit == _SIZE_UNITS[-1]:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover

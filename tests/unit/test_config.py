@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offsite.config import reader
+from offsite.config import reader, schema
 from offsite.config.model import DriveTrigger, DriveType, JobKind, OnWarning, Schedule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_good_config_parses_into_frozen_model(tmp_path: Path) -> None:
     assert drive.type is DriveType.PLAIN
     assert drive.mount == Path("/mnt/offsite")
     assert cfg.job("nightly").kind is JobKind.BORGMATIC
-    assert cfg.job("copy").timeout == reader.DEFAULT_TIMEOUTS[JobKind.MIRROR]
+    assert cfg.job("copy").timeout == 12 * 3600 == schema.JOBS.default("timeout", "mirror")
     with pytest.raises(AttributeError):
         drive.uuid = "x"  # type: ignore[misc]
 
@@ -214,7 +214,7 @@ def test_keyfile_private_is_accepted(tmp_path: Path) -> None:
 
 def test_luks_without_keyfile(tmp_path: Path) -> None:
     p = one(tmp_path, GOOD.replace("    type: plain", "    type: luks"))
-    assert p.path == "drives.d1.keyfile" and "needs a keyfile" in p.message
+    assert p.path == "drives.d1.keyfile" and "keyfile is required for luks drives" in p.message
 
 
 @pytest.mark.parametrize(
@@ -413,3 +413,46 @@ def test_pull_settings(tmp_path: Path) -> None:
 def test_bad_pull_settings(tmp_path: Path, old: str, new: str, path: str, fragment: str) -> None:
     problem = one(tmp_path, PULL.replace(old, new))
     assert problem.path == path and fragment in problem.message, str(problem)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "fragment"),
+    [
+        # systemd reads TimeoutStartSec=0 as no limit: a hung borg would never fail
+        ("    kind: borgmatic", "    kind: borgmatic\n    timeout: 400ms", "jobs.nightly.timeout",
+         "must be at least 1s, got '400ms'"),
+        ("    kind: borgmatic", "    kind: borgmatic\n    timeout: infinity",
+         "jobs.nightly.timeout", "must be at most 30d"),
+        ("    repositories: [main]\n    schedule", "    repositories: []\n    schedule",
+         "jobs.nightly.repositories", "must not be empty"),
+        ("    kind: mirror", "    kind: mirror\n    on_warning: ignore", "jobs.copy.on_warning",
+         "must be one of warn, fail"),
+        ("    kind: mirror", "    kind: mirror\n    healthcheck: https://hc.example.org/a b",
+         "jobs.copy.healthcheck", "is not an http(s) URL"),
+    ],
+)
+def test_values_outside_what_the_schema_declares(tmp_path: Path, old: str, new: str, path: str,
+                                                   fragment: str) -> None:
+    assert old in GOOD
+    p = one(tmp_path, GOOD.replace(old, new, 1))
+    assert p.path == path and fragment in p.message, p
+
+
+def test_an_empty_recipient_list_is_refused(tmp_path: Path) -> None:
+    p = one(tmp_path, GOOD + "notify:\n  email:\n    to: []\n")
+    assert p.path == "notify.email.to" and "must not be empty" in p.message
+
+
+def test_unknown_key_hints_come_from_the_schema(tmp_path: Path) -> None:
+    p = one(tmp_path, GOOD.replace("    kind: mirror", "    kind: mirror\n    verify: true"))
+    assert p.path == "jobs.copy.verify" and "'verify_data'" in p.hint
+
+
+def test_names_that_compose_a_unit_name_past_systemds_limit(tmp_path: Path) -> None:
+    """Each name fits alone; offsite-notify@offsite-JOB@DRIVE.service.service does not (the
+    failure mail would be dropped silently)."""
+    job, drive = "j" * 120, "d" * 120
+    text = GOOD.replace("  d1:", f"  {drive}:").replace("drive: d1", f"drive: {drive}") \
+        .replace("  copy:", f"  {job}:")
+    p = one(tmp_path, text)
+    assert p.path == f"jobs.{job}" and "systemd allows 255" in p.message

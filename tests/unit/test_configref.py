@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offsite.config import reader, reference
+from offsite.config import reader, reference, schema
 
 from .test_config import write
 
@@ -72,11 +72,37 @@ def test_the_parser_reads_exactly_the_documented_keys(
     assert documented - asked == set(), "listed in configref, never read by the parser"
 
 
-def test_every_model_default_exists() -> None:
-    for section in reference.SECTIONS:
-        for key in section.keys:
-            if key.model:
-                assert reference.model_default(key.model), key
+def test_the_model_holds_the_schemas_defaults(tmp_path: Path) -> None:
+    """A file that sets nothing optional: every default the model holds is the one the
+    schema declares (and so the one the reference prints)."""
+    cfg = reader.load(write(tmp_path, EVERYTHING), _AnyKeyfile())
+    drive, target, job = cfg.drive("d1"), cfg.target("far"), cfg.job("copy")
+    assert drive.stale_after == schema.DRIVES.default("stale_after")
+    assert drive.description == schema.DRIVES.default("description")
+    assert target.stale_after == schema.TARGETS.default("stale_after")
+    assert target.nbd is not None and target.nbd.user == schema.TARGETS.default("user")
+    assert target.nbd.port == schema.TARGETS.default("port")
+    assert target.nbd.nbd_port == schema.TARGETS.default("nbd_port")
+    raid = cfg.target("cloud").raid
+    assert raid is not None and raid.level == schema.TARGETS.default("level")
+    assert job.timeout == schema.JOBS.default("timeout", "mirror")
+    assert job.on_warning == schema.JOBS.default("on_warning")
+    assert job.mail_on_success == schema.JOBS.default("mail_on_success")
+    pull = cfg.job("vps").pull
+    assert pull is not None and (pull.user, pull.port) == (
+        schema.PULL_SOURCE.default("user"), schema.PULL_SOURCE.default("port"))
+    email = cfg.notify.email
+    assert email is not None and email.smtp is not None
+    assert email.smtp.port == schema.SMTP.default("port", "starttls") == 587
+    assert email.smtp.timeout == schema.SMTP.default("timeout")
+    assert email.sender == schema.EMAIL.default("from")
+    assert email.retry_every == schema.EMAIL.default("retry_every")
+    led = cfg.notify.led
+    assert (led.enabled, led.index, led.brightness) == tuple(
+        schema.LED.default(k) for k in ("enabled", "index", "brightness"))
+    assert led.color("done") == schema.LED_COLORS.default("done")
+    assert led.color("failed") == "#ff0000"  # set as "red" in EVERYTHING
+    assert cfg.namespace.path == schema.NAMESPACE.default("path")
 
 
 def test_the_reference_in_docs_is_current() -> None:

@@ -72,7 +72,7 @@ def test_targets_parse(tmp_path: Path, keyfile: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "members", "path", "fragment"), [
     ("    level: 6\n", "[/s/a, /s/b, /s/c]", "targets.cloud.members", "RAID6 needs at least 4"),
-    ("    level: 4\n", "[/s/a, /s/b, /s/c]", "targets.cloud.level", "RAID level 4 is not offered"),
+    ("    level: 4\n", "[/s/a, /s/b, /s/c]", "targets.cloud.level", "must be one of 5, 6, 1"),
     ("", "[/s/a, /s/a, /s/c]", "targets.cloud.members", "listed twice"),
     ("", "[/s/a, s/b, /s/c]", "targets.cloud.members", "absolute path"),
     ("    host: x\n", "[/s/a, /s/b, /s/c]", "targets.cloud.host", "only to nbd targets"),

@@ -1,36 +1,34 @@
-"""The validated configuration: frozen, typed, and free of anything YAML-shaped."""
+"""The validated configuration: frozen, typed, and free of anything YAML-shaped.
+
+Defaults are the schema's (config/schema.py), where each key is declared once; the value
+domains (DriveType, JobKind, ...) are the schema's too, and re-exported here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from offsite import unitnames
+from offsite.config import schema
+from offsite.config.schema import (
+    DriveType,
+    JobKind,
+    OnWarning,
+    RaidLevel,
+    SmtpSecurity,
+    TargetType,
+)
+
+__all__ = ["DriveType", "JobKind", "OnWarning", "RaidLevel", "SmtpSecurity", "TargetType"]
+D, T, J, S, E, L, H, N, P = (schema.DRIVES, schema.TARGETS, schema.JOBS, schema.SMTP, schema.EMAIL,
+                             schema.LED, schema.HEALTHCHECKS, schema.NAMESPACE, schema.PULL_SOURCE)
 
 
-class DriveType(StrEnum):
-    LUKS = "luks"
-    PLAIN = "plain"
-
-
-class JobKind(StrEnum):
-    BORGMATIC = "borgmatic"
-    BORG_CHECK = "borg-check"
-    MIRROR = "mirror"
-    PULL = "pull"
-    RESTORE_TEST = "restore-test"
-
-
-class OnWarning(StrEnum):
-    WARN = "warn"  # the job succeeds; status and mail subject say "with warnings"
-    FAIL = "fail"  # a warning fails the job like an error
-
-
-class SmtpSecurity(StrEnum):
-    STARTTLS = "starttls"
-    TLS = "tls"
-    NONE = "none"
+def _d(section: schema.Section, key: str) -> Any:
+    """A field's default, as the schema declares it."""
+    return section.default(key)
 
 
 @dataclass(frozen=True)
@@ -41,23 +39,8 @@ class Drive:
     mount: Path  # inside the backup namespace
     keyfile: Path | None = None  # required for LUKS
     rotation: str | None = None  # drives in one group take turns holding the same copy
-    description: str = ""
-    stale_after: float = 62 * 86400.0  # seconds; an older last copy is reported
-
-
-class RaidLevel(StrEnum):
-    RAID5 = "5"
-    RAID6 = "6"
-    RAID1 = "1"
-
-    @property
-    def tolerance(self) -> int:
-        """How many members may be missing while the data is still complete (3+ members)."""
-        return {"5": 1, "6": 2, "1": -1}[self.value]
-
-    @property
-    def minimum(self) -> int:
-        return {"5": 3, "6": 4, "1": 2}[self.value]
+    description: str = _d(D, "description")
+    stale_after: float = _d(D, "stale_after")  # seconds; an older last copy is reported
 
 
 @dataclass(frozen=True)
@@ -66,7 +49,7 @@ class CloudRaid:
 
     members: tuple[Path, ...]  # the folders; each holds offsite-<target>.img and .marker
     member_size: int  # bytes, of each image file
-    level: RaidLevel = RaidLevel.RAID5
+    level: RaidLevel = _d(T, "level")
 
     def tolerance(self, size: int | None = None) -> int:
         """Members of a set of size (default: all in the config) that may be missing or
@@ -81,9 +64,9 @@ class NbdRemote:
 
     host: str
     export: str
-    user: str = "offsite"
-    port: int = 22  # SSH
-    nbd_port: int = 10809  # nbd-server, on the far side's 127.0.0.1
+    user: str = _d(T, "user")
+    port: int = _d(T, "port")  # SSH
+    nbd_port: int = _d(T, "nbd_port")  # nbd-server, on the far side's 127.0.0.1
     host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; else trusted on first use
 
 
@@ -97,12 +80,12 @@ class Target:
     mount: Path  # inside the backup namespace
     raid: CloudRaid | None = None
     nbd: NbdRemote | None = None
-    description: str = ""
-    stale_after: float = 8 * 86400.0
+    description: str = _d(T, "description")
+    stale_after: float = _d(T, "stale_after")
 
     @property
-    def kind(self) -> str:
-        return "cloud-raid" if self.raid is not None else "nbd"
+    def kind(self) -> TargetType:
+        return TargetType.CLOUD_RAID if self.raid is not None else TargetType.NBD
 
 
 @dataclass(frozen=True)
@@ -115,7 +98,7 @@ class Repository:
 @dataclass(frozen=True)
 class Schedule:
     calendar: str  # an OnCalendar= expression systemd accepts
-    randomized_delay: float = 0.0  # seconds
+    randomized_delay: float = _d(J, "randomized_delay")  # seconds
 
 
 @dataclass(frozen=True)
@@ -127,8 +110,8 @@ class DriveTrigger:
 class PullSource:
     host: str
     paths: tuple[str, ...]
-    user: str = "root"
-    port: int = 22
+    user: str = _d(P, "user")
+    port: int = _d(P, "port")
     before: str | None = None  # command run on the far side before the copy
     after: str | None = None  # run on the far side after the copy, even when it failed
     host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; else trusted on first use
@@ -141,14 +124,14 @@ class Job:
     timeout: float  # seconds; TimeoutStartSec= of the job unit
     trigger: Schedule | DriveTrigger | None = None  # None: started by hand only
     repositories: tuple[str, ...] = ()
-    description: str = ""
+    description: str = _d(J, "description")
     pull: PullSource | None = None
     destination: Path | None = None  # pull: the holding directory inside the namespace
-    verify_data: bool = False  # borg-check: also read and verify every chunk
+    verify_data: bool = _d(J, "verify_data")  # borg-check: also read and verify every chunk
     sample: int = 0  # restore-test: files to extract and compare
     healthcheck: str | None = None  # a healthchecks-style ping URL for this job
-    on_warning: OnWarning = OnWarning.WARN  # borg's exit 1, rsync's 24 (vanished files)
-    mail_on_success: bool = False  # a mail after every successful run, not only recovery
+    on_warning: OnWarning = _d(J, "on_warning")  # borg's exit 1, rsync's 24 (vanished files)
+    mail_on_success: bool = _d(J, "mail_on_success")  # a mail after every successful run, not only recovery
     stale_after: float | None = None  # seconds; no success for longer raises an alert
     reads: tuple[Path, ...] = ()  # paths others write (a pull's holding directory): locked too
     target: str | None = None  # mirror: a target (cloud RAID, NBD) instead of a drive
@@ -169,7 +152,7 @@ class NamespaceMount:
 
 @dataclass(frozen=True)
 class Namespace:
-    path: Path = Path("/run/offsite/namespace.json")  # which process holds the namespace
+    path: Path = _d(N, "path")  # which process holds the namespace
     mounts: tuple[NamespaceMount, ...] = ()
 
 
@@ -177,12 +160,12 @@ class Namespace:
 class Smtp:
     host: str
     port: int
-    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    security: SmtpSecurity = _d(S, "security")
     username: str | None = None
     password_file: Path | None = None
-    verify: bool = True
+    verify: bool = _d(S, "verify")
     ca_file: Path | None = None  # trust this CA (a self-signed server) besides the system's
-    timeout: float = 30.0
+    timeout: float = _d(S, "timeout")
 
 
 @dataclass(frozen=True)
@@ -190,21 +173,17 @@ class Email:
     to: tuple[str, ...]
     sender: str
     smtp: Smtp | None = None  # None: hand the message to the local sendmail
-    sendmail: Path = Path("/usr/sbin/sendmail")
-    retry_every: float = 300.0  # seconds; the first retry of a spooled mail, then doubling
+    sendmail: Path = _d(E, "sendmail")
+    retry_every: float = _d(E, "retry_every")  # seconds; the first retry of a spooled mail, then doubling
 
 
 @dataclass(frozen=True)
 class Led:
-    enabled: bool = True
-    index: int = 0
-    brightness: int = 40  # percent of full; a BlinkStick at full power lights a room
-    colors: tuple[tuple[str, str], ...] = (
-        ("failed", "#ff0000"),
-        ("working-drive", "#0000ff"),
-        ("working", "#ffff00"),
-        ("done", "#00ff00"),
-    )
+    enabled: bool = _d(L, "enabled")
+    index: int = _d(L, "index")
+    brightness: int = _d(L, "brightness")  # percent of full
+    colors: tuple[tuple[str, str], ...] = tuple(
+        (s.key, str(s.default)) for s in schema.LED_COLORS.settings)
 
     def color(self, state: str) -> str:
         return dict(self.colors)[state]
@@ -213,7 +192,7 @@ class Led:
 @dataclass(frozen=True)
 class Healthchecks:
     url: str  # pings go to URL/<job> unless a job names its own URL
-    timeout: float = 10.0
+    timeout: float = _d(H, "timeout")
 
 
 @dataclass(frozen=True)

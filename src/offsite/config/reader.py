@@ -9,15 +9,18 @@ through a HostChecks object so that the rest stays pure.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from offsite import escape, quantities
+from offsite import escape, quantities, unitnames
+from offsite.config import schema
 from offsite.config.model import (
     CloudRaid,
     Config,
@@ -41,38 +44,19 @@ from offsite.config.model import (
     Smtp,
     SmtpSecurity,
     Target,
+    TargetType,
 )
+from offsite.config.schema import Read, Section, Setting
 from offsite.config.yamlsrc import Loc, MapNode, Node, ScalarNode, SeqNode, YamlError, parse
 
 DEFAULT_PATH = Path("/etc/offsite/offsite.yaml")
 NAME_MAX_BYTES = 200
-# The longest unit name offsite derives from a user's name (drive names go here).
-_LONGEST_UNIT_FORM = "offsite-unlock-{}.service"
 
-DEFAULT_TIMEOUTS = {
-    JobKind.BORGMATIC: 6 * 3600.0,
-    JobKind.BORG_CHECK: 12 * 3600.0,
-    JobKind.MIRROR: 12 * 3600.0,
-    JobKind.PULL: 3 * 3600.0,
-    JobKind.RESTORE_TEST: 2 * 3600.0,
-}
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_NAMED_COLORS = {
-    "red": "#ff0000", "green": "#00ff00", "blue": "#0000ff", "yellow": "#ffff00",
-    "orange": "#ff8000", "purple": "#8000ff", "cyan": "#00ffff", "white": "#ffffff",
-    "magenta": "#ff00ff", "off": "#000000",
-}
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9/._+@ -]*$")
-_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$")
-_SIZE = re.compile(r"^([0-9]{1,12})\s*([KMGTkmgt])?(?:i?B)?$")
 # a target's name becomes an md array name, a device-mapper name and file names
 _TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
-_EXPORT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -139,7 +123,7 @@ def name_problem(name: str) -> str | None:
         return "a name must not contain control characters (newline, tab, ...)"
     if len(name.encode("utf-8")) > NAME_MAX_BYTES:
         return f"a name must be at most {NAME_MAX_BYTES} bytes long"
-    unit = _LONGEST_UNIT_FORM.format(escape.escape_name(name))
+    unit = unitnames.unlock_unit(name)  # the longest unit name made from one name alone
     if len(unit.encode()) > escape.UNIT_NAME_MAX:
         return f"escaped for systemd the name becomes {len(unit)} bytes, over the limit of 255"
     return None
@@ -284,13 +268,16 @@ class _Map:
         text = self.text(key, required)
         if text is None:
             return None
-        match = _SIZE.match(text.strip())
-        if not match:
+        try:
+            return quantities.parse_size(text)
+        except ValueError:
             self.fail(key, f"{text!r} is not a size", "write it like 512M, 20G or 1T")
             return None
-        unit: str = match[2] or " "
-        factor: int = 1024 ** " KMGT".index(unit.upper())
-        return int(match[1]) * factor
+
+    def failed(self, key: str) -> bool:
+        """Whether a problem was already reported for key."""
+        path = self.key_path(key)
+        return any(p.path == path or p.path.startswith(path + "[") for p in self.r.problems)
 
     def text_list(self, key: str, required: bool = False) -> tuple[str, ...]:
         node = self.get(key)
@@ -399,23 +386,155 @@ class SystemHostChecks:
         return keyfile_problem(path)
 
 
+# -- reading a section through the schema ----------------------------------------------
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class Values(dict[str, object]):
+    """The values read from one mapping by read_section, typed on the way out."""
+
+    def text(self, key: str) -> str | None:
+        value = self.get(key)
+        return value if isinstance(value, str) else None
+
+    def path(self, key: str) -> Path | None:
+        value = self.get(key)
+        return value if isinstance(value, Path) else None
+
+    def span(self, key: str) -> float | None:
+        value = self.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def integer(self, key: str) -> int:
+        value = self.get(key)
+        assert isinstance(value, int)  # noqa: S101 - every integer setting has a default
+        return value
+
+    def flag(self, key: str) -> bool:
+        return self.get(key) is True
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.get(key)
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple) else ()
+
+    def paths(self, key: str) -> tuple[Path, ...]:
+        value = self.get(key)
+        return tuple(v for v in value if isinstance(v, Path)) if isinstance(value, tuple) else ()
+
+    def choice(self, key: str, of: type[E]) -> E | None:
+        value = self.get(key)
+        return value if isinstance(value, of) else None
+
+
+def _applies(setting: Setting, variant: str | None) -> bool:
+    return not setting.only or variant is None or variant in setting.only
+
+
+def read_section(m: _Map, section: Section) -> Values:
+    """Every declared key of section that applies to this entry's variant (its kind or
+    type, read first): the value as its Type reads it, else the declared default. A key of
+    another variant is refused; the keys of sub-sections (MAPPING, MAPPINGS) are left to
+    the caller."""
+    values = Values()
+    variant: str | None = None
+    if section.variant:
+        chosen = _read_value(m, section[section.variant], None, section)
+        values[section.variant] = chosen
+        variant = str(chosen) if chosen is not None else None
+    for setting in section.settings:
+        if setting.key == section.variant:
+            continue
+        if not _applies(setting, variant):
+            if m.has(setting.key):
+                allowed = " and ".join(setting.only)
+                m.fail(setting.key, f"{setting.key} applies only to {allowed} {section.noun}, "
+                       f"not to {variant} {section.noun}")
+            values[setting.key] = None
+        elif setting.type.read in (Read.MAPPING, Read.MAPPINGS):
+            _missing(m, setting, variant, section)  # the caller reads what is there
+        else:
+            values[setting.key] = _read_value(m, setting, variant, section)
+    return values
+
+
+def _missing(m: _Map, setting: Setting, variant: str | None, section: Section) -> bool:
+    """Report a required key that is absent; True if it was."""
+    if not setting.required or (setting.only and variant not in setting.only) or \
+            m.has(setting.key):
+        return False
+    where = f" for {variant} {section.noun}" if setting.only and variant else ""
+    m.r.problem(m.node.loc, m.key_path(setting.key), f"{setting.key} is required{where}",
+                setting.hint)
+    return True
+
+
+def _read_value(m: _Map, setting: Setting, variant: str | None, section: Section) -> object:
+    key, kind = setting.key, setting.type
+    default = setting.default_for(variant)
+    if _missing(m, setting, variant, section):
+        return default
+    if kind.read is Read.TEXT:
+        text = m.text(key)
+        if text is not None and kind.pattern is not None and not kind.pattern.match(text):
+            m.fail(key, kind.bad.format(value=text), kind.hint)
+            return None
+        return text if text is not None else default
+    if kind.read is Read.ABSPATH:
+        return m.abspath(key) or default
+    if kind.read is Read.SPAN:
+        if not m.has(key):
+            return default
+        seconds = m.span(key, math.nan)
+        if math.isnan(seconds):
+            return default
+        low = kind.low if kind.low is not None else 0.0
+        high = kind.high if kind.high is not None else math.inf
+        if not low <= seconds <= high:
+            bound = f"at least {quantities.format_span(low)}" if seconds < low else \
+                f"at most {quantities.format_span(high)}"
+            m.fail(key, f"must be {bound}, got {m.text(key)!r}",
+                   f"write a time span from {quantities.format_span(low)} to "
+                   f"{quantities.format_span(high)}, such as 90min, 6h or 1d")
+            return default
+        return seconds
+    if kind.read is Read.SIZE:
+        size = m.size(key)
+        if size is not None and kind.low is not None and size < kind.low:
+            m.fail(key, f"must be at least {quantities.format_size(int(kind.low))}, got "
+                   f"{m.text(key)!r}", setting.doc)
+            return None
+        return size
+    if kind.read is Read.INTEGER:
+        assert isinstance(default, int)  # noqa: S101 - declared with every integer
+        return m.integer(key, int(kind.low or 0), int(kind.high or 0), default)
+    if kind.read is Read.BOOLEAN:
+        assert isinstance(default, bool)  # noqa: S101 - declared with every boolean
+        return m.boolean(key, default)
+    if kind.read is Read.CHOICE:
+        assert kind.choices is not None  # noqa: S101 - declared with every choice
+        return m.choice(key, kind.choices) or default
+    if kind.read in (Read.TEXTS, Read.PATHS):
+        items = m.text_list(key)
+        if m.has(key) and len(items) < kind.min_items and not m.failed(key):
+            m.fail(key, "must not be empty", setting.doc)
+        if kind.read is Read.TEXTS:
+            return items
+        paths = []
+        for item in items:
+            if not item.startswith("/"):
+                m.fail(key, f"{item!r} must be an absolute path")
+                continue
+            paths.append(Path(os.path.normpath(item)))
+        return tuple(paths)
+    raise AssertionError(f"no reader for {kind.read}")  # pragma: no cover
+
+
 def _read_drive(m: _Map, name: str, host: HostChecks) -> Drive | None:
-    uuid = m.text("uuid", required=True)
-    if uuid is not None and not _UUID.match(uuid):
-        m.fail("uuid", f"{uuid!r} is not a UUID (8-4-4-4-12 hexadecimal digits)",
-               "find it with: blkid -s UUID -o value /dev/sdX")
-        uuid = None
-    dtype = m.choice("type", DriveType, required=True)
-    mount = m.abspath("mount", required=True)
-    keyfile = m.abspath("keyfile")
-    rotation = m.text("rotation")
-    description = m.text("description") or ""
-    stale_after = m.span("stale_after", 62 * 86400.0)
-    if dtype is DriveType.LUKS and keyfile is None and not m.has("keyfile"):
-        m.r.problem(m.node.loc, m.key_path("keyfile"), "a LUKS drive needs a keyfile",
-                    "create one with: offsite drive enroll (or dd if=/dev/urandom bs=64 count=1)")
-    if dtype is DriveType.PLAIN and keyfile is not None:
-        m.fail("keyfile", "a plain drive has no keyfile", "set type: luks, or remove keyfile")
+    v = read_section(m, schema.DRIVES)
+    uuid, dtype, mount = v.text("uuid"), v.choice("type", DriveType), v.path("mount")
+    keyfile = v.path("keyfile")
+    rotation = v.text("rotation")
     if keyfile is not None and dtype is DriveType.LUKS:
         error = host.keyfile_error(keyfile)
         if error:
@@ -426,7 +545,8 @@ def _read_drive(m: _Map, name: str, host: HostChecks) -> Drive | None:
     m.done()
     if uuid is None or dtype is None or mount is None:
         return None
-    return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, description, stale_after)
+    return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, v.text("description") or "",
+                 v.span("stale_after") or 0.0)
 
 
 def _read_target(m: _Map, name: str, host: HostChecks) -> Target | None:
@@ -435,138 +555,71 @@ def _read_target(m: _Map, name: str, host: HostChecks) -> Target | None:
         m.r.problem(m.node.loc, m.path, f"target name {name!r} must be 1-24 lower-case letters, "
                     "digits, - or _ (it names an md array and a device-mapper device)")
         ok = False
-    kind = m.text("type", required=True)
-    keyfile = m.abspath("keyfile", required=True)
-    mount = m.abspath("mount", required=True)
-    description = m.text("description") or ""
-    stale_after = m.span("stale_after", 8 * 86400.0)
+    v = read_section(m, schema.TARGETS)
+    kind, keyfile, mount = v.choice("type", TargetType), v.path("keyfile"), v.path("mount")
     if keyfile is not None:
         error = host.keyfile_error(keyfile)
         if error:
             m.fail("keyfile", error, f"chmod 0400 {keyfile}; chown root: {keyfile}")
     raid: CloudRaid | None = None
     nbd: NbdRemote | None = None
-    raid_keys = ("members", "member_size", "level")
-    nbd_keys = ("host", "export", "user", "port", "nbd_port", "host_key")
-    if kind == "cloud-raid":
-        for key in nbd_keys:
-            if m.has(key):
-                m.fail(key, f"{key} applies only to nbd targets")
-        raid = _read_raid(m)
+    if kind is TargetType.CLOUD_RAID:
+        raid = _cloud_raid(m, v)
         ok = ok and raid is not None
-    elif kind == "nbd":
-        for key in raid_keys:
-            if m.has(key):
-                m.fail(key, f"{key} applies only to cloud-raid targets")
-        nbd = _read_nbd(m)
+    elif kind is TargetType.NBD:
+        host_name, export = v.text("host"), v.text("export")
+        if host_name is not None and export is not None:
+            nbd = NbdRemote(host_name, export, v.text("user") or "offsite", v.integer("port"),
+                            v.integer("nbd_port"), v.text("host_key"))
         ok = ok and nbd is not None
-    elif kind is not None:
-        m.fail("type", f"{kind!r} is not a target type", "one of: cloud-raid, nbd")
     m.done()
     if not ok or keyfile is None or mount is None or (raid is None and nbd is None):
         return None
-    return Target(name, keyfile, mount, raid, nbd, description, stale_after)
+    return Target(name, keyfile, mount, raid, nbd, v.text("description") or "",
+                  v.span("stale_after") or 0.0)
 
 
-def _read_raid(m: _Map) -> CloudRaid | None:
-    members = tuple(Path(p) for p in m.text_list("members", required=True))
-    size = m.size("member_size", required=True)
-    level_value = m.integer("level", 1, 6, 5)
-    level = next((lv for lv in RaidLevel if lv.value == str(level_value)), None)
-    if level is None:
-        m.fail("level", f"RAID level {level_value} is not offered", "one of: 5, 6, 1")
+def _cloud_raid(m: _Map, v: Values) -> CloudRaid | None:
+    members, size = v.paths("members"), v.get("member_size")
+    level = v.choice("level", RaidLevel)
+    if level is None or not isinstance(size, int) or not members or m.failed("members"):
         return None
-    for p in members:
-        if not p.is_absolute():
-            m.fail("members", f"{str(p)!r} must be an absolute path (a sync folder)")
-            return None
     if len(set(members)) != len(members):
         m.fail("members", "a folder is listed twice; each member needs its own provider")
         return None
-    if members and len(members) < level.minimum:
+    if len(members) < level.minimum:
         m.fail("members", f"RAID{level.value} needs at least {level.minimum} members, "
                f"got {len(members)}", "add a folder kept by another provider")
-        return None
-    if size is not None and size < 32 * 1024**2:
-        m.fail("member_size", "must be at least 32M (LUKS2 alone takes 16M)")
-        return None
-    if not members or size is None:
         return None
     return CloudRaid(members, size, level)
 
 
-def _read_nbd(m: _Map) -> NbdRemote | None:
-    host = m.text("host", required=True)
-    if host is not None and not _HOST.match(host):
-        m.fail("host", f"{host!r} is not a host name or address")
-        host = None
-    export = m.text("export", required=True)
-    if export is not None and not _EXPORT.match(export):
-        m.fail("export", f"{export!r} is not an export name offsite accepts",
-               "letters, digits, . _ - (at most 64)")
-        export = None
-    user = m.text("user") or "offsite"
-    if not _USER.match(user):
-        m.fail("user", f"{user!r} is not a valid user name")
-    port = m.integer("port", 1, 65535, 22)
-    nbd_port = m.integer("nbd_port", 1, 65535, 10809)
-    host_key = m.text("host_key")
-    if host_key is not None and not _HOST_KEY.match(host_key):
-        m.fail("host_key", f"{host_key!r} is not an SSH public key (type and base64)",
-               "take it from the far side: cat /etc/ssh/ssh_host_ed25519_key.pub")
-        host_key = None
-    if host is None or export is None:
-        return None
-    return NbdRemote(host, export, user, port, nbd_port, host_key)
-
-
 def _read_repository(m: _Map, name: str) -> Repository | None:
-    path = m.abspath("path", required=True)
-    borgmatic = m.abspath("borgmatic_config")
+    v = read_section(m, schema.REPOSITORIES)
     m.done()
-    return Repository(name, path, borgmatic) if path is not None else None
-
-
-_KIND_ONLY = {
-    "verify_data": {JobKind.BORG_CHECK},
-    "sample": {JobKind.RESTORE_TEST},
-    "source": {JobKind.PULL},
-    "destination": {JobKind.PULL},
-    "target": {JobKind.MIRROR},
-}
+    path = v.path("path")
+    return Repository(name, path, v.path("borgmatic_config")) if path is not None else None
 
 
 def _read_pull(m: _Map) -> PullSource | None:
-    host = m.text("host", required=True)
-    if host is not None and not _HOST.match(host):
-        m.fail("host", f"{host!r} is not a host name or address")
-        host = None
-    user = m.text("user") or "root"
-    if not _USER.match(user):
-        m.fail("user", f"{user!r} is not a valid user name")
-    port = m.integer("port", 1, 65535, 22)
-    paths = m.text_list("paths", required=True)
+    v = read_section(m, schema.PULL_SOURCE)
+    host, paths = v.text("host"), v.texts("paths")
     for p in paths:
         if not p.startswith("/"):
             m.fail("paths", f"remote path {p!r} must be absolute")
         elif not _REMOTE_PATH.match(p) or "/../" in p + "/":
             m.fail("paths", f"remote path {p!r} has characters offsite will not put into an "
                    "authorized_keys line", "letters, digits, / . _ - + @ and spaces")
-    before = m.text("before")
-    after = m.text("after")
-    for key, command in (("before", before), ("after", after)):
+    for key in ("before", "after"):
+        command = v.text(key)
         if command is not None and '"' in command:
             m.fail(key, "a double quote cannot go into an authorized_keys command=\"...\"",
                    "put the command into a script on the far side and name the script")
-    host_key = m.text("host_key")
-    if host_key is not None and not _HOST_KEY.match(host_key):
-        m.fail("host_key", f"{host_key!r} is not an SSH public key (type and base64)",
-               "take it from the far side: cat /etc/ssh/ssh_host_ed25519_key.pub")
-        host_key = None
     m.done()
     if host is None or not paths:
         return None
-    return PullSource(host, paths, user, port, before, after, host_key)
+    return PullSource(host, paths, v.text("user") or "root", v.integer("port"), v.text("before"),
+                      v.text("after"), v.text("host_key"))
 
 
 def _read_job(
@@ -574,12 +627,9 @@ def _read_job(
     declared_drives: set[str] | None, repositories: set[str] | None,
     calendars: list[tuple[str, _Map]], targets: set[str] | None = None,
 ) -> Job | None:
-    kind = m.choice("kind", JobKind, required=True)
-    description = m.text("description") or ""
-    calendar = m.text("schedule")
-    delay = m.span("randomized_delay", 0.0)
-    drive = m.text("drive")
-    target = m.text("target")
+    v = read_section(m, schema.JOBS)
+    kind = v.choice("kind", JobKind)
+    calendar, drive, target = v.text("schedule"), v.text("drive"), v.text("target")
     if target is not None and drive is not None:
         m.fail("target", "a mirror job copies to a drive or to a target, not both",
                "split it into two jobs")
@@ -593,7 +643,7 @@ def _read_job(
                "split it into two jobs")
     elif calendar is not None:
         calendars.append((calendar, m))  # checked together, by systemd, after all jobs
-        trigger = Schedule(calendar, delay)
+        trigger = Schedule(calendar, v.span("randomized_delay") or 0.0)
     elif drive is not None:
         if drive in drives:
             trigger = DriveTrigger((drive,))
@@ -605,154 +655,109 @@ def _read_job(
                    f"did you mean {close[0]!r}?" if close else "define it under drives:")
     if m.has("randomized_delay") and calendar is None:
         m.fail("randomized_delay", "randomized_delay applies only to a job with a schedule")
-
-    repos = m.text_list("repositories")
+    repos = v.texts("repositories")
     for repo in repos:
         if repositories is not None and repo not in repositories:
             close = difflib.get_close_matches(repo, sorted(repositories), n=1)
             m.fail("repositories", f"no repository named {repo!r}",
                    f"did you mean {close[0]!r}?" if close else "define it under repositories:")
-    timeout = m.span("timeout", DEFAULT_TIMEOUTS.get(kind, 3600.0) if kind else 3600.0)
-    if timeout <= 0:
-        m.fail("timeout", "must be longer than 0", "use infinity for no limit (not advised)")
-    verify_data = m.boolean("verify_data", False)
-    sample = m.integer("sample", 1, 100_000, 20)
-    healthcheck = m.text("healthcheck")
-    if healthcheck is not None and not healthcheck.startswith(("https://", "http://")):
-        m.fail("healthcheck", f"{healthcheck!r} is not an http(s) URL")
-    on_warning = m.choice("on_warning", OnWarning) or OnWarning.WARN
-    mail_on_success = m.boolean("mail_on_success", False)
-    stale_after = m.span("stale_after", 0.0) if m.has("stale_after") else None
-    if stale_after is not None and stale_after <= 0:
-        m.fail("stale_after", "must be longer than 0", "e.g. 2d for a nightly job")
-    reads = tuple(Path(p) for p in m.text_list("reads"))
-    for p in reads:
-        if not p.is_absolute():
-            m.fail("reads", f"{str(p)!r} must be an absolute path (as seen in the namespace)")
-    source_map = m.mapping("source")
+    source_map = m.mapping("source") if kind is None or kind is JobKind.PULL else None
     pull = _read_pull(source_map) if source_map is not None else None
-    destination = m.abspath("destination")
-
-    if kind is not None:
-        for key, kinds in _KIND_ONLY.items():
-            if m.has(key) and kind not in kinds:
-                allowed = " and ".join(sorted(kinds))
-                m.fail(key, f"{key} applies only to {allowed} jobs, not to {kind} jobs")
-        if kind is JobKind.MIRROR and drive is None and target is None:
-            m.r.problem(m.node.loc, m.key_path("drive"),
-                        "a mirror job needs the drive (or rotation group) it copies to",
-                        "or a target: (cloud RAID, NBD) with a schedule")
-        if kind in (JobKind.MIRROR, JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.BORGMATIC) \
-                and not repos and not m.has("repositories"):
-            m.r.problem(m.node.loc, m.key_path("repositories"),
-                        f"a {kind} job needs at least one repository")
-        if kind is JobKind.PULL:
-            if source_map is None:
-                m.r.problem(m.node.loc, m.key_path("source"),
-                            "a pull job needs a source (host, paths)")
-            if destination is None and not m.has("destination"):
-                m.r.problem(m.node.loc, m.key_path("destination"),
-                            "a pull job needs a destination directory")
-            if repos:
-                m.fail("repositories", "a pull job copies into a directory, not a repository")
-        if drive is not None and kind is JobKind.PULL:
-            m.fail("drive", "a pull job is not started by a drive", "give it a schedule instead")
+    if kind is JobKind.MIRROR and drive is None and target is None:
+        m.r.problem(m.node.loc, m.key_path("drive"),
+                    "a mirror job needs the drive (or rotation group) it copies to",
+                    "or a target: (cloud RAID, NBD) with a schedule")
     m.done()
     if kind is None:
         return None
     return Job(
-        name=name, kind=kind, timeout=timeout, trigger=trigger, repositories=repos,
-        description=description, pull=pull, destination=destination, verify_data=verify_data,
-        sample=sample if kind is JobKind.RESTORE_TEST else 0, healthcheck=healthcheck,
-        on_warning=on_warning, mail_on_success=mail_on_success, stale_after=stale_after,
-        reads=reads, target=target if kind is JobKind.MIRROR else None,
+        name=name, kind=kind, timeout=v.span("timeout") or 0.0, trigger=trigger,
+        repositories=repos, description=v.text("description") or "", pull=pull,
+        destination=v.path("destination"), verify_data=v.flag("verify_data"),
+        sample=v.integer("sample") if kind is JobKind.RESTORE_TEST else 0,
+        healthcheck=v.text("healthcheck"),
+        on_warning=v.choice("on_warning", OnWarning) or OnWarning.WARN,
+        mail_on_success=v.flag("mail_on_success"), stale_after=v.span("stale_after"),
+        reads=v.paths("reads"), target=target if kind is JobKind.MIRROR else None,
     )
 
 
-def _read_color(m: _Map, key: str, default: str) -> str:
-    text = m.text(key)
-    if text is None:
-        return default
-    value = _NAMED_COLORS.get(text.lower(), text)
-    if not _COLOR.match(value):
-        m.fail(key, f"{text!r} is not a colour", "use #rrggbb or one of " + ", ".join(_NAMED_COLORS))
-        return default
-    return value.lower()
+def _read_colors(m: _Map) -> tuple[tuple[str, str], ...]:
+    colors = []
+    for setting in schema.LED_COLORS.settings:
+        default = str(setting.default)
+        text = m.text(setting.key)
+        value = schema.NAMED_COLORS.get(text.lower(), text) if text is not None else default
+        if not _COLOR.match(value):
+            m.fail(setting.key, f"{text!r} is not a colour",
+                   "use #rrggbb or one of " + ", ".join(schema.NAMED_COLORS))
+            value = default
+        colors.append((setting.key, value.lower()))
+    m.done()
+    return tuple(colors)
+
+
+def _read_smtp(m: _Map) -> Smtp | None:
+    v = read_section(m, schema.SMTP)
+    security = v.choice("security", SmtpSecurity) or SmtpSecurity.STARTTLS
+    host, username = v.text("host"), v.text("username")
+    password_file, ca_file, verify = v.path("password_file"), v.path("ca_file"), v.flag("verify")
+    if password_file is not None and not username:
+        m.fail("password_file", "a password_file needs a username")
+    if ca_file is not None and not verify:
+        m.fail("ca_file", "ca_file is for verifying the server; verify is off")
+    if security is SmtpSecurity.NONE and username:
+        m.fail("username", "a login over an unencrypted connection would send the password "
+               "in the clear", "use security: starttls or tls")
+    m.done()
+    if host is None:
+        return None
+    return Smtp(host, v.integer("port"), security, username, password_file, verify, ca_file,
+                v.span("timeout") or 0.0)
+
+
+def _read_email(m: _Map) -> Email:
+    v = read_section(m, schema.EMAIL)
+    to, sender = v.texts("to"), v.text("from") or ""
+    for address in to:
+        if not schema.EMAIL_PATTERN.match(address):
+            m.fail("to", f"{address!r} is not an email address")
+    if not schema.EMAIL_PATTERN.match(sender):
+        m.fail("from", f"{sender!r} is not an email address")
+    sm = m.mapping("smtp")
+    smtp = _read_smtp(sm) if sm is not None else None
+    if sm is not None and m.has("sendmail"):
+        m.fail("sendmail", "choose smtp or sendmail, not both")
+    m.done()
+    return Email(to, sender, smtp, v.path("sendmail") or Path("/usr/sbin/sendmail"),
+                 v.span("retry_every") or 0.0)
 
 
 def _read_notify(m: _Map) -> Notify:
-    email: Email | None = None
     em = m.mapping("email")
-    if em is not None:
-        to = em.text_list("to", required=True)
-        for address in to:
-            if not _EMAIL.match(address):
-                em.fail("to", f"{address!r} is not an email address")
-        sender = em.text("from") or "offsite@localhost"
-        if not _EMAIL.match(sender):
-            em.fail("from", f"{sender!r} is not an email address")
-        smtp: Smtp | None = None
-        sm = em.mapping("smtp")
-        if sm is not None:
-            host = sm.text("host", required=True)
-            security = sm.choice("security", SmtpSecurity) or SmtpSecurity.STARTTLS
-            default_port = {SmtpSecurity.TLS: 465, SmtpSecurity.STARTTLS: 587}.get(security, 25)
-            port = sm.integer("port", 1, 65535, default_port)
-            username = sm.text("username")
-            password_file = sm.abspath("password_file")
-            verify = sm.boolean("verify", True)
-            ca_file = sm.abspath("ca_file")
-            timeout = sm.span("timeout", 30.0)
-            if password_file is not None and not username:
-                sm.fail("password_file", "a password_file needs a username")
-            if ca_file is not None and not verify:
-                sm.fail("ca_file", "ca_file is for verifying the server; verify is off")
-            if security is SmtpSecurity.NONE and username:
-                sm.fail("username", "a login over an unencrypted connection would send the "
-                        "password in the clear", "use security: starttls or tls")
-            sm.done()
-            if host is not None:
-                smtp = Smtp(host, port, security, username, password_file, verify, ca_file,
-                            timeout)
-        sendmail = em.abspath("sendmail") or Path("/usr/sbin/sendmail")
-        if smtp is not None and em.has("sendmail"):
-            em.fail("sendmail", "choose smtp or sendmail, not both")
-        retry_every = em.span("retry_every", 300.0)
-        if retry_every < 1:
-            em.fail("retry_every", "must be at least 1s")
-        em.done()
-        email = Email(to, sender, smtp, sendmail, max(retry_every, 1.0))
+    email = _read_email(em) if em is not None else None
     led = Led()
     lm = m.mapping("led")
     if lm is not None:
-        enabled = lm.boolean("enabled", True)
-        index = lm.integer("index", 0, 63, 0)
-        brightness = lm.integer("brightness", 1, 100, led.brightness)
-        colors = dict(led.colors)
+        v = read_section(lm, schema.LED)
         cm = lm.mapping("colors")
-        if cm is not None:
-            for state in list(colors):
-                colors[state] = _read_color(cm, state, colors[state])
-            cm.done()
         lm.done()
-        led = Led(enabled, index, brightness, tuple(colors.items()))
+        led = Led(v.flag("enabled"), v.integer("index"), v.integer("brightness"),
+                  _read_colors(cm) if cm is not None else led.colors)
     healthchecks: Healthchecks | None = None
     hm = m.mapping("healthchecks")
     if hm is not None:
-        url = hm.text("url", required=True)
-        if url is not None and not url.startswith(("https://", "http://")):
-            hm.fail("url", f"{url!r} is not an http(s) URL")
-            url = None
-        timeout = hm.span("timeout", 10.0)
+        v = read_section(hm, schema.HEALTHCHECKS)
         hm.done()
+        url = v.text("url")
         if url is not None:
-            healthchecks = Healthchecks(url.rstrip("/"), timeout)
+            healthchecks = Healthchecks(url.rstrip("/"), v.span("timeout") or 0.0)
     m.done()
     return Notify(email, led, healthchecks)
 
 
 def _read_namespace(m: _Map) -> Namespace:
-    path = m.abspath("path") or Namespace().path
+    v = read_section(m, schema.NAMESPACE)
     mounts: list[NamespaceMount] = []
     node = m.get("mounts")
     if node is not None and not isinstance(node, SeqNode):
@@ -764,15 +769,13 @@ def _read_namespace(m: _Map) -> Namespace:
                 m.r.problem(item.loc, path_i, f"expected a mount (what, where), got {_type_name(item)}")
                 continue
             mm = _Map(m.r, item, path_i)
-            what = mm.text("what", required=True)
-            where = mm.abspath("where", required=True)
-            fstype = mm.text("type")
-            options = mm.text_list("options")
+            mv = read_section(mm, schema.NAMESPACE_MOUNT)
             mm.done()
+            what, where = mv.text("what"), mv.path("where")
             if what is not None and where is not None:
-                mounts.append(NamespaceMount(what, where, fstype, options))
+                mounts.append(NamespaceMount(what, where, mv.text("type"), mv.texts("options")))
     m.done()
-    return Namespace(path, tuple(mounts))
+    return Namespace(v.path("path") or Namespace().path, tuple(mounts))
 
 
 def validate(text: str, source: Path, host: HostChecks) -> Config:
@@ -838,6 +841,7 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
                         top.declared("repositories"), calendars, top.declared("targets"))
         if job is not None:
             jobs.append(job)
+            _check_unit_names(m, job)
     rejected = host.calendar_errors([expression for expression, _ in calendars])
     for expression, m in calendars:
         if expression in rejected:
@@ -857,6 +861,20 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
         raise ConfigError(reader.problems)
     return Config(source, tuple(drives.values()), tuple(repositories.values()), tuple(jobs),
                   notify, namespace, tuple(targets.values()))
+
+
+def _check_unit_names(m: _Map, job: Job) -> None:
+    """Names that pass one by one can still compose unit names past systemd's limit: the
+    job's unit for each drive, and the failure-mail unit named after it (OnFailure=)."""
+    for drive in job.drives or (None,):
+        unit = unitnames.job_unit(job.name, drive)
+        for name in (unit, unitnames.notify_unit(unit)):
+            if len(name.encode()) > escape.UNIT_NAME_MAX:
+                with_drive = f" and drive {drive!r}" if drive else ""
+                m.r.problem(m.node.loc, m.path, f"job {job.name!r}{with_drive} make a unit name "
+                            f"of {len(name.encode())} bytes ({name[:40]}...); systemd allows "
+                            f"{escape.UNIT_NAME_MAX}", "shorten the job's or the drive's name")
+                return
 
 
 def _check_unique(
