@@ -17,7 +17,7 @@ from typing import TypeVar
 from offsite import __version__, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
-from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target
+from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target, TargetType
 from offsite.errors import EXIT_FAILURE, Fatal
 from offsite.jobs import execute, hooks, mirror, namespace, pullkeys
 from offsite.notify import notices, spool
@@ -178,20 +178,18 @@ def cmd_target(args: argparse.Namespace) -> int:
     elif args.action == "disassemble":
         registry.teardown(target)
     elif args.action == "key":
-        if target.nbd is None:
-            raise Fatal(f"target {target.name} is a cloud RAID; only NBD targets have a key")
+        if target.kind is not TargetType.NBD:
+            raise Fatal(f"target {target.name} is a {target.kind}; only NBD targets have a key")
         if not args.allowed_from:
             raise Fatal("offsite target key needs --from ADDRESS (the address this machine "
                         "connects from, as the far side sees it)")
         key = nbd.ensure_key(target)
         print(nbd.authorized_line(target, Path(f"{key}.pub").read_text(), args.allowed_from))
-    elif args.action == "create" and target.nbd is not None:
-        print(nbd.create(target))
-    elif target.raid is None:
-        raise Fatal(f"offsite target {args.action} is for cloud RAID targets; "
-                    f"{target.name} is an NBD target")
     elif args.action == "create":
-        print(cloudraid.create(target))
+        print(registry.kind(target).create(target))
+    elif target.kind is not TargetType.CLOUD_RAID:
+        raise Fatal(f"offsite target {args.action} is for cloud RAID targets; "
+                    f"{target.name} is a {target.kind} target")
     elif args.action == "repair":
         made = cloudraid.repair(target)
         for path in made:

@@ -21,7 +21,7 @@ from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.jobs import borgjson, mirror, namespace, pull, restoretest
 from offsite.log import fields
 from offsite.run import CommandError, lines, run
-from offsite.targets import assembly, cloudraid
+from offsite.targets import assembly, registry
 from offsite.units import render
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _mirror_to_target(ctx: Context, target: Target) -> Done:
     copied = _copy_to(ctx, device, target.mount, f"target {target.name}")
     state.update(assembly.health_file(target), last_copy=time.time(), last_copy_bytes=copied,
                  last_job=job.name)
-    trouble = cloudraid.degraded_now(target) if target.raid is not None else None
+    trouble = registry.kind(target).degraded_now(target)
     if trouble:
         raise Fatal(f"the copy to target {target.name} is complete ({copied} bytes), but the "
                     f"target is DEGRADED: {trouble}. Put the member's file back (the next run "

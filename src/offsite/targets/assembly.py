@@ -19,6 +19,21 @@ from typing import Any
 from offsite import state
 from offsite.config.model import CloudRaid, Target
 
+
+@dataclass(frozen=True)
+class UnitNeeds:
+    """What a target's kind asks of its unit (offsite-target-NAME.service): rendered by
+    units/render.py, declared by each kind's module."""
+
+    what: str  # for the description: "cloud RAID5 over 3 folders"
+    modules: tuple[str, ...]  # kernel modules loaded before the assembly
+    why_first: tuple[str, ...]  # a comment: why the mounts and units below come first
+    requires_mounts: tuple[Path, ...]  # RequiresMountsFor=
+    wants: tuple[str, ...]  # units wanted and ordered before it
+    writable: tuple[Path, ...]  # ReadWritePaths= beside the sandbox
+    network: tuple[str, str, str]  # the one network option (key, value, why)
+
+
 MAPPER_PREFIX = "offsite-target-"
 _SET_ID = re.compile(r"^[0-9a-f]{32}$")
 _MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")

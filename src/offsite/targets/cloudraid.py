@@ -41,6 +41,16 @@ def _raid(target: Target) -> CloudRaid:
 
 
 
+def unit_needs(target: Target) -> assembly.UnitNeeds:
+    raid = _raid(target)
+    return assembly.UnitNeeds(
+        what=f"cloud RAID{raid.level.value} over {len(raid.members)} folders",
+        modules=("loop", "raid456", "raid1", "dm_crypt"),
+        why_first=("The member folders (sync clients' folders) must be mounted first.",),
+        requires_mounts=raid.members, wants=(), writable=raid.members,
+        network=("PrivateNetwork", "yes", "assembling a RAID never uses the network"))
+
+
 def md_device(target: Target) -> str:
     return f"/dev/md/{assembly.md_name(target)}"
 

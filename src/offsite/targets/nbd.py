@@ -36,6 +36,24 @@ def _remote(target: Target) -> NbdRemote:
     return target.nbd
 
 
+def unit_needs(target: Target) -> assembly.UnitNeeds:
+    tunnel = unitnames.tunnel_unit(target.name)
+    return assembly.UnitNeeds(
+        what=f"network block device on {_remote(target).host}",
+        modules=("nbd", "dm_crypt"),
+        why_first=("The SSH tunnel first; Wants=: a tunnel that does not come up is a",
+                   "failed assembly, with the reason, not a silently skipped job."),
+        requires_mounts=(), wants=(tunnel,), writable=(),
+        # nbd-client finds the kernel's nbd netlink family only in the host's namespace
+        network=("IPAddressDeny", "any", "the tunnel is a unix socket: no IP traffic from here "
+                 "at all"))
+
+
+def degraded_now(target: Target) -> str | None:
+    """An NBD target has no redundancy of its own to lose: the far side's disk is one."""
+    return None
+
+
 def socket_path(target: Target) -> Path:
     return state.RUN_DIR / "tunnels" / f"{target.name}.sock"
 

@@ -1,27 +1,59 @@
-"""One entry point per target action, whatever kind the target is (cloud RAID or NBD)."""
+"""One interface over every kind of target: each kind is a module that provides the
+functions of TargetKind, found by the target's type. Nothing outside this package asks
+which kind a target is to decide what to call."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from offsite.config.model import Target
-from offsite.targets import cloudraid, nbd
+from offsite.config.model import Target, TargetType
+from offsite.targets import assembly, cloudraid, nbd
+
+
+class TargetKind(Protocol):
+    def unit_needs(self, target: Target) -> assembly.UnitNeeds:
+        """What the target unit needs (modules, ordering, paths, network)."""
+        ...
+
+    def create(self, target: Target) -> str:
+        """Write a new, empty target (LUKS and a filesystem); a line to print."""
+        ...
+
+    def assemble(self, target: Target) -> dict[str, Any]:
+        """Attach and unlock it before a job (the target unit's ExecStart)."""
+        ...
+
+    def teardown(self, target: Target) -> None:
+        """Lock and detach it after the job (ExecStop)."""
+        ...
+
+    def degraded_now(self, target: Target) -> str | None:
+        """At the end of a job: why the copy lacks the redundancy it should have."""
+        ...
+
+    def status(self, target: Target) -> dict[str, Any]: ...
+
+    def as_text(self, facts: dict[str, Any]) -> str: ...
+
+
+KINDS: dict[TargetType, TargetKind] = {TargetType.CLOUD_RAID: cloudraid, TargetType.NBD: nbd}
+
+
+def kind(target: Target) -> TargetKind:
+    return KINDS[target.kind]
 
 
 def assemble(target: Target) -> dict[str, Any]:
-    return cloudraid.assemble(target) if target.raid is not None else nbd.assemble(target)
+    return kind(target).assemble(target)
 
 
 def teardown(target: Target) -> None:
-    if target.raid is not None:
-        cloudraid.teardown(target)
-    else:
-        nbd.teardown(target)
+    kind(target).teardown(target)
 
 
 def status(target: Target) -> dict[str, Any]:
-    return cloudraid.status(target) if target.raid is not None else nbd.status(target)
+    return kind(target).status(target)
 
 
 def as_text(facts: dict[str, Any]) -> str:
-    return cloudraid.as_text(facts) if facts["kind"] == "cloud-raid" else nbd.as_text(facts)
+    return KINDS[TargetType(facts["kind"])].as_text(facts)

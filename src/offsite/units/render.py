@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offsite import quantities, state, unitnames
-from offsite.config.model import Config, Drive, DriveType, Job, JobKind, Schedule, Target
+from offsite.config.model import Config, Drive, DriveType, Job, JobKind, Schedule, Target, TargetType
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING
-from offsite.targets import assembly, nbd
+from offsite.targets import assembly, nbd, registry
 
 CRYPTSETUP = "/lib/systemd/systemd-cryptsetup"
 UNSHARE = "/usr/bin/unshare"
@@ -374,31 +374,13 @@ def _unlock(drive: Drive) -> str:
 def _target(target: Target, offsite: Path, config_path: Path) -> str:
     """Assemble (or attach) and unlock before the job; lock and take down after it."""
     base: list[str | Path] = [offsite, "--config", config_path, "target"]
-    if target.raid is not None:
-        what = f"cloud RAID{target.raid.level.value} over {len(target.raid.members)} folders"
-        modules = ["loop", "raid456", "raid1", "dm_crypt"]
-        before = ["# The member folders (sync clients' folders) must be mounted first.",
-                  f"RequiresMountsFor={path_list(target.raid.members)}"]
-        writable = path_list(target.raid.members)
-    else:
-        assert target.nbd is not None  # noqa: S101 - a target is one or the other
-        what = f"network block device on {target.nbd.host}"
-        modules = ["nbd", "dm_crypt"]
-        tunnel = unitnames.tunnel_unit(target.name)
-        before = ["# The SSH tunnel first; Wants=: a tunnel that does not come up is a",
-                  "# failed assembly, with the reason, not a silently skipped job.",
-                  f"Wants={tunnel}", f"After={tunnel}"]
-        writable = ""
+    needs = registry.kind(target).unit_needs(target)
     options: list[Option] = [
         opt for opt in BASE_HARDENING
         if opt[0] in NO_MOUNT_NAMESPACE or opt[0] in ("ProtectHostname", "ProtectClock",
                                                       "ProtectKernelLogs", "ProtectControlGroups")
     ]
-    if target.raid is not None:
-        options.append(("PrivateNetwork", "yes", "assembling a RAID never uses the network"))
-    else:  # nbd-client finds the kernel's nbd netlink family only in the host's namespace
-        options.append(("IPAddressDeny", "any",
-                        "the tunnel is a unix socket: no IP traffic from here at all"))
+    options.append(needs.network)
     options += [
         ("ProtectSystem", "full", "/usr, /boot and /etc read-only; md and cryptsetup use /run"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
@@ -412,9 +394,12 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
     ]
     lines = [
         "[Unit]",
-        f"Description=offsite: target {unit_value(target.name)} ({unit_value(what)})",
+        f"Description=offsite: target {unit_value(target.name)} ({unit_value(needs.what)})",
         "Documentation=man:offsite(1)",
-        *before,
+        *(f"# {line}" for line in needs.why_first),
+        *([f"RequiresMountsFor={path_list(needs.requires_mounts)}"] if needs.requires_mounts
+          else []),
+        *(line for unit in needs.wants for line in (f"Wants={unit}", f"After={unit}")),
         "# Locked and taken down as soon as the last job that wants it has ended.",
         "StopWhenUnneeded=yes",
         "",
@@ -422,7 +407,7 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
         "Type=oneshot",
         "RemainAfterExit=yes",
         "# '+': loading modules is not for the sandbox below; '-': already built in is fine.",
-        "ExecStartPre=-+/sbin/modprobe -a " + " ".join(modules),
+        "ExecStartPre=-+/sbin/modprobe -a " + " ".join(needs.modules),
         f"ExecStart={exec_line([*base, 'assemble', '--', target.name])}",
         "# Locks, lets a resync finish (bounded), stops the array, detaches: in that order.",
         f"ExecStop={exec_line([*base, 'disassemble', '--', target.name])}",
@@ -431,7 +416,7 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
         f"SyslogIdentifier={unitnames.IDENTIFIER}",
         f"LogExtraFields={word('TARGET=' + target.name)}",
         *(["# The member images live there (the sync client may own the folder).",
-           f"ReadWritePaths={writable}"] if writable else []),
+           f"ReadWritePaths={path_list(needs.writable)}"] if needs.writable else []),
         _format(options).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
@@ -683,7 +668,7 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
             files[unitnames.unlock_unit(drive.name)] = _unlock(drive)
     for target in cfg.targets:
         files[unitnames.target_unit(target.name)] = _target(target, offsite, config_path)
-        if target.nbd is not None:
+        if target.kind is TargetType.NBD:
             files[unitnames.tunnel_unit(target.name)] = _tunnel(target)
     files[unitnames.NAMESPACE_UNIT] = _namespace(offsite, config_path)
     files[unitnames.NOTIFY_TEMPLATE] = _notify(offsite, config_path)
