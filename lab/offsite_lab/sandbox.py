@@ -14,7 +14,6 @@ lets the next sandbox clean up after one whose owner was killed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -27,8 +26,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from offsite import locks
 from offsite.errors import Fatal
 from offsite.run import Arg, CommandError, Result, interactive, run, spawn
+from offsite_lab import wait
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,7 @@ class Sandbox:
 
     def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         """Wait for a condition inside, failing with a message naming `what`."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise Fatal(f"sandbox: timed out after {timeout:g} s waiting for {what}")
-            time.sleep(0.05)
+        wait.wait_until(what, predicate, timeout, error=lambda text: Fatal(f"sandbox: {text}"))
 
     def wait_for_state(self, unit: str, states: Sequence[str], timeout: float = 30.0) -> str:
         seen = ""
@@ -333,21 +330,11 @@ def _recover_stale() -> None:
 @contextlib.contextmanager
 def _locked(timeout: float = 600.0) -> Iterator[None]:
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
-    with LOCK_FILE.open("w") as lock:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Fatal("sandbox: another sandbox has held the lock for "
-                                f"{timeout:g} s ({LOCK_FILE})") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locks.file_lock(LOCK_FILE, timeout) as got:
+        if not got:
+            raise Fatal("sandbox: another sandbox has held the lock for "
+                        f"{timeout:g} s ({LOCK_FILE})")
+        yield
 
 
 def _require_root() -> None:

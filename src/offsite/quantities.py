@@ -87,3 +87,21 @@ def format_size(n: float) -> str:
             return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def duration(seconds: float | None) -> str:
+    """How long something took or lasts, for people: "1h 30min", "under 1s", "unknown"."""
+    if seconds is None:
+        return "unknown"
+    return "under 1s" if seconds < 1 else format_span(seconds)
+
+
+def age(then: float | None, now: float) -> str:
+    """How long ago, in the largest whole unit: "70d ago", "5h ago", "12min ago"."""
+    if then is None:
+        return "never"
+    seconds = now - then
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "just now"

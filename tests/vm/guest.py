@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offsite_lab import wait
+
 from offsite.run import Result, run, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,11 +276,7 @@ class Guest:
                   f"chmod {mode:o} '{path}'"], input=base64.b64encode(data).decode())
 
     def wait_until(self, what: str, predicate: Any, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise GuestError(f"timed out after {timeout:g} s waiting for {what}")
-            time.sleep(0.5)
+        wait.wait_until(what, predicate, timeout, every=0.5, error=GuestError)
 
 
 PIDFILE = CACHE / "qemu.pid"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from offsite import durable
+from offsite import durable, quantities
 from offsite.errors import Fatal
 from offsite.run import interactive
 
@@ -209,19 +209,12 @@ class Progress:
 
 def progress_line(p: Progress, elapsed: float) -> str:
     """'1.2 GiB of 4.0 GiB (30%), 85 MiB/s, about 34 s left' (pure, for logs and the CLI)."""
-    def size(n: float) -> str:
-        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-            if n < 1024 or unit == "TiB":
-                return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
-            n /= 1024
-        return ""
-
     percent = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0
-    text = f"{size(p.bytes_done)} of {size(p.bytes_total)} ({percent:.0f}%), " \
-           f"{p.steps_done}/{p.steps_total} files"
+    done, total = quantities.format_size(p.bytes_done), quantities.format_size(p.bytes_total)
+    text = f"{done} of {total} ({percent:.0f}%), {p.steps_done}/{p.steps_total} files"
     if elapsed > 0 and p.bytes_done:
         rate = p.bytes_done / elapsed
-        text += f", {size(rate)}/s"
+        text += f", {quantities.format_size(rate)}/s"
         if p.bytes_done < p.bytes_total:
             text += f", about {(p.bytes_total - p.bytes_done) / rate:.0f} s left"
     return text

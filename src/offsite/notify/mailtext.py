@@ -27,12 +27,6 @@ def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
 
 
-def span(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    return "under 1s" if seconds < 1 else quantities.format_span(seconds)
-
-
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -87,7 +81,7 @@ def failure(cfg: Email, f: Failure) -> EmailMessage:
         f"Unit:      {f.unit}",
         f"Started:   {when(f.started)}",
         f"Ended:     {when(f.finished)}",
-        f"Ran for:   {span(duration)}",
+        f"Ran for:   {quantities.duration(duration)}",
     ]
     if f.streak.failures > 1 and f.streak.first_failure is not None:
         lines.append(f"Failing:   {f.streak.failures} runs in a row, since "
@@ -125,7 +119,7 @@ def recovery(cfg: Email, host: str, job: Job, run: Run, before: Streak) -> Email
     lines = [
         f'The offsite job "{job.name}" on {host} succeeded again.',
         "",
-        f"Succeeded: {when(run.finished)} (ran for {span(run.duration)})",
+        f"Succeeded: {when(run.finished)} (ran for {quantities.duration(run.duration)})",
         f"Failed:    {n} run{'s' if n != 1 else ''} in a row before it"
         + (f", since {when(before.first_failure.started)}" if before.first_failure else ""),
         f"Last good before that: {when(before.last_success.finished) if before.last_success else 'never'}",
@@ -143,7 +137,7 @@ def success(cfg: Email, host: str, job: Job, run: Run) -> EmailMessage:
         f'The offsite job "{job.name}" on {host} {how}.',
         "",
         f"What:      {job.description or job.kind.value} ({job.kind.value})",
-        f"Finished:  {when(run.finished)} (ran for {span(run.duration)})",
+        f"Finished:  {when(run.finished)} (ran for {quantities.duration(run.duration)})",
     ]
     if run.bytes is not None:
         lines.append(f"Copied:    {run.bytes} bytes")
@@ -165,18 +159,19 @@ class Stale:
 def stale(cfg: Email, host: str, items: Sequence[Stale], now: float) -> EmailMessage:
     def age(item: Stale) -> str:
         if item.last is None:
-            return f"never, in the {span(now - item.since)} offsite has watched it"
-        return f"{span(now - item.last)} ago ({when(item.last)})"
+            return f"never, in the {quantities.duration(now - item.since)} offsite has watched it"
+        return f"{quantities.duration(now - item.last)} ago ({when(item.last)})"
 
     first = items[0]
     noun = "off-site copy" if first.what.startswith("drive") else "successful run"
-    subject = f"[offsite] {host}: no {noun} of {first.what} for {span(now - (first.last or first.since))}"
+    quiet = quantities.duration(now - (first.last or first.since))
+    subject = f"[offsite] {host}: no {noun} of {first.what} for {quiet}"
     if len(items) > 1:
         subject += f" (+{len(items) - 1} more)"
     lines = [f"On {host}, these have not had what they need for longer than allowed:", ""]
     for item in items:
         lines.append(f"- {item.what}: last {'copy' if item.what.startswith('drive') else 'success'} "
-                     f"{age(item)}; allowed: {span(item.limit)}")
+                     f"{age(item)}; allowed: {quantities.duration(item.limit)}")
     lines += [
         "",
         "What to do next",

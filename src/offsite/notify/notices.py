@@ -19,7 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from offsite import state, unitnames
+from offsite import quantities, state, unitnames
 from offsite.config.model import Config, Job
 from offsite.errors import Fatal
 from offsite.log import fields
@@ -230,7 +230,7 @@ def check_stale(cfg: Config, now: float | None = None) -> list[mailtext.Stale]:
         log.warning("%s: last %s %s; allowed %s", item.what,
                     "copy" if item.what.startswith("drive") else "success",
                     mailtext.when(item.last) if item.last else "never",
-                    mailtext.span(item.limit))
+                    quantities.duration(item.limit))
     alerted: dict[str, float] = {k: v for k, v in record.get("alerted", {}).items()
                                  if k in dict(current)}
     due = staleness.to_alert(current, alerted, now)

@@ -10,10 +10,8 @@ message leaves the spool only after the server took it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +21,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from offsite import durable, state
+from offsite import durable, locks, state
 from offsite.notify.transport import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -119,12 +117,8 @@ def entries(directory: Path = SPOOL_DIR) -> list[Entry]:
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locks.file_lock(directory / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 @dataclass

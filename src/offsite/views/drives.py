@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from offsite import state
+from offsite import quantities, state
 from offsite.config.model import Config
 from offsite.targets import assembly
 
@@ -53,26 +53,8 @@ def rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[Dr
                         r.group is not None}) for r in out]
 
 
-def _age(then: float | None, now: float) -> str:
-    """How long ago, in the largest whole unit: 70d ago, 5h ago, 12min ago."""
-    if then is None:
-        return "never"
-    seconds = now - then
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return "just now"
-
-
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return "-" if n is None else quantities.format_size(n)
 
 
 def table(drive_rows: list[DriveRow], now: float) -> str:
@@ -84,8 +66,8 @@ def table(drive_rows: list[DriveRow], now: float) -> str:
             notes.append("due next")
         if r.stale:
             notes.append("STALE" if r.last_copy is not None else "no copy yet")
-        lines.append((r.name, r.group or "-", _age(r.last_seen, now), _age(r.last_copy, now),
-                      _size(r.last_copy_bytes), ", ".join(notes)))
+        lines.append((r.name, r.group or "-", quantities.age(r.last_seen, now),
+                      quantities.age(r.last_copy, now), _size(r.last_copy_bytes), ", ".join(notes)))
     return _columns(lines)
 
 
@@ -134,7 +116,7 @@ def target_table(rows_: list[TargetRow], now: float) -> str:
         if r.health != "ok" and r.detail:
             notes.append(r.detail)
         health = r.health.upper() if r.health in ("degraded", "refused", "failed") else r.health
-        lines.append((r.name, r.kind, health, _age(r.last_copy, now), _size(r.last_copy_bytes),
+        lines.append((r.name, r.kind, health, quantities.age(r.last_copy, now), _size(r.last_copy_bytes),
                       "; ".join(notes)))
     return _columns(lines)
 

@@ -15,9 +15,9 @@ from calendar import timegm
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from offsite import quantities
 from offsite.config.model import Config, DriveTrigger, Schedule
 from offsite.notify import history
-from offsite.notify.mailtext import span
 from offsite.run import run
 
 HORIZON = 7 * 86400.0
@@ -107,7 +107,7 @@ def render_text(entries: Sequence[Entry], now: float) -> str:
     ruler = "".join(f"{h:02d}  " for h in range(0, 24, 2))[:SLOTS]
     lines = [f"{'JOB':<16} {ruler}  USUALLY", f"{'':<16} " + "|   " * 12]
     for e in entries:
-        usual = span(e.usual) if e.usual is not None else "?"
+        usual = quantities.duration(e.usual) if e.usual is not None else "?"
         clock = _clock(e, offset) if e.starts else f"{e.when[:SLOTS]:<{SLOTS}}"
         if len(e.starts) >= ITERATIONS:  # every few minutes or more often: all day
             clock = "#" * SLOTS

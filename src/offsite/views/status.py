@@ -9,10 +9,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from offsite import state, unitnames
+from offsite import quantities, state, unitnames
 from offsite.config.model import Config, DriveTrigger, Schedule
 from offsite.notify import history
-from offsite.notify.mailtext import span
 from offsite.units import systemd
 from offsite.views import drives
 from offsite.views.drives import TargetRow
@@ -84,14 +83,10 @@ def collect(cfg: Config, now: float | None = None) -> Status:
                   led.get("state"), led.get("why"), agent or "unknown")
 
 
-def _ago(t: float | None, now: float) -> str:
-    return "never" if t is None else f"{span(max(0.0, now - t))} ago"
-
-
 def _until(t: float | None, now: float) -> str:
     if t is None:
         return "-"
-    return "now" if t <= now else f"in {span(t - now)}"
+    return "now" if t <= now else f"in {quantities.duration(t - now)}"
 
 
 def _short(text: str, width: int) -> str:
@@ -111,8 +106,9 @@ def render_text(s: Status, now: float) -> str:
         if j.result == "failed":
             result = "FAILED" + (f" x{j.failures}" if j.failures > 1 else "")
         next_run = _until(j.next_run, now) if j.next_run else j.trigger
-        table.append((_short(j.name, 18), result, _ago(j.finished, now),
-                      span(j.duration) if j.duration is not None else "-", _short(next_run, 22)))
+        took = quantities.duration(j.duration) if j.duration is not None else "-"
+        table.append((_short(j.name, 18), result, quantities.age(j.finished, now), took,
+                      _short(next_run, 22)))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
               for row in table]
