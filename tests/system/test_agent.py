@@ -115,7 +115,8 @@ def test_an_unknown_drive_is_logged_with_what_to_do(agent: Sandbox) -> None:
     stranger = "99999999-8888-7777-6666-555555555555"
     device = agent.plug(agent.make_drive("stranger", stranger, size_mb=64, label="$(reboot)"))
     agent.wait_until("the agent to mention it", lambda: any(
-        f"UUID {stranger}" in e.get("MESSAGE", "") and "offsite drive enroll" in e["MESSAGE"]
+        f"UUID {stranger}" in e.get("MESSAGE", "") and
+        f"add it under drives: with uuid: {stranger} and type: plain" in e["MESSAGE"]
         for e in agent.entries(f"_SYSTEMD_UNIT={unitnames.AGENT_UNIT}")), 10)
     assert last_led(agent) == OFF  # not ours: nothing to show
     agent.unplug(device)
