@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offsite.config import reader, reference, schema
+from offsite.config import fields, reader, reference, schema
 
 from .test_config import write
 
@@ -59,13 +59,13 @@ def _pattern(path: str) -> str:
 def test_the_parser_reads_exactly_the_documented_keys(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: set[tuple[str, str]] = set()
-    original = reader._Map.get
+    original = fields.FieldMap.get
 
-    def recording(self: reader._Map, key: str) -> object:
+    def recording(self: fields.FieldMap, key: str) -> object:
         asked.add((_pattern(self.path), key))
         return original(self, key)
 
-    monkeypatch.setattr(reader._Map, "get", recording)
+    monkeypatch.setattr(fields.FieldMap, "get", recording)
     reader.load(write(tmp_path, EVERYTHING), _AnyKeyfile())
     documented = reference.documented_keys()
     assert asked - documented == set(), "read by the parser, missing from configref"

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from offsite import durable, state
-from offsite.config import reader
+from offsite.config import fields
 from offsite.errors import Fatal
 from offsite.run import CommandError, interactive, run
 
@@ -55,7 +55,7 @@ def make_keyfile(path: Path) -> bool:
 def enroll(device: Path, name: str, keyfile: Path | None, passphrase_file: Path | None,
            mount: Path, header_dir: Path = HEADER_DIR) -> str:
     """Enroll device as drive name; returns the configuration lines to add."""
-    problem = reader.name_problem(name)
+    problem = fields.name_problem(name)
     if problem:
         raise Fatal(f"drive name {name!r}: {problem}")
     if not (device.exists() and device.is_block_device()):
