@@ -11,7 +11,7 @@ import pytest
 from offsite import unitnames
 from offsite.config import reader
 from offsite.run import run
-from offsite.units import render
+from offsite.units import hardening, render, syntax
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = Path("/usr/bin/offsite")
@@ -70,7 +70,7 @@ def test_security_scores(example: render.Rendered, tmp_path: Path) -> None:
 
 
 def test_every_hardening_option_says_why(example: render.Rendered) -> None:
-    hardening = {key for key, _, _ in render.BASE_HARDENING} | {
+    options = {key for key, _, _ in hardening.BASE_HARDENING} | {
         "CapabilityBoundingSet", "ProtectSystem", "ReadWritePaths", "ProtectHome", "PrivateTmp",
         "RestrictNamespaces", "RestrictAddressFamilies", "SystemCallFilter", "PrivateNetwork",
         "DevicePolicy", "DeviceAllow", "PrivateDevices", "IPAddressDeny", "PrivateIPC"}
@@ -78,7 +78,7 @@ def test_every_hardening_option_says_why(example: render.Rendered) -> None:
         lines = text.splitlines()
         for i, line in enumerate(lines):
             key = line.split("=", 1)[0]
-            if key in hardening:
+            if key in options:
                 assert lines[i - 1].startswith("# "), f"{name}: {line} has no comment"
 
 
@@ -109,23 +109,23 @@ def test_job_unit_contents(example: render.Rendered) -> None:
      ("unicodé", '"unicodé"'), (";", '";"'), ("", '""')],
 )
 def test_exec_arg(arg: str, expected: str) -> None:
-    assert render.exec_arg(arg) == expected
+    assert syntax.exec_arg(arg) == expected
 
 
 def test_control_characters_never_reach_a_unit() -> None:
     for bad in ["a\nExecStart=/bin/evil", "a\rb", "a\x00b", "a\x1bb"]:
-        with pytest.raises(render.RenderError):
-            render.exec_arg(bad)
-        with pytest.raises(render.RenderError):
-            render.unit_value(bad)
+        with pytest.raises(syntax.RenderError):
+            syntax.exec_arg(bad)
+        with pytest.raises(syntax.RenderError):
+            syntax.unit_value(bad)
 
 
 def test_unit_value_disarms_specifiers() -> None:
-    assert render.unit_value("100% done") == "100%% done"
+    assert syntax.unit_value("100% done") == "100%% done"
 
 
 def test_path_list_quotes_spaces_and_keeps_optional_prefix() -> None:
-    assert render.path_list(["-/srv/my repo", "/plain"]) == '-"/srv/my repo" /plain'
+    assert syntax.path_list(["-/srv/my repo", "/plain"]) == '-"/srv/my repo" /plain'
 
 
 def test_rendering_is_deterministic(example: render.Rendered, tmp_path: Path) -> None:

@@ -21,8 +21,7 @@ from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.jobs import borgjson, mirror, namespace, pull, restoretest
 from offsite.log import fields
 from offsite.run import CommandError, lines, run
-from offsite.targets import assembly, registry
-from offsite.units import render
+from offsite.targets import assembly, devices, registry
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ def _plugged_drive(ctx: Context) -> Drive | None:
     else:
         raise Fatal(f"job {ctx.job.name} has no drive")
     for drive in candidates:
-        if Path(render.filesystem_device(drive)).exists():
+        if Path(devices.filesystem_device(drive)).exists():
             return drive
     return None
 
@@ -159,7 +158,7 @@ def _mirror(ctx: Context) -> Done:
         raise Skip(f"drive {names} is not plugged in")
     record = state.drive_file(drive.uuid)
     state.update(record, name=drive.name, last_seen=time.time())
-    copied = _copy_to(ctx, render.filesystem_device(drive), drive.mount, f"drive {drive.name}")
+    copied = _copy_to(ctx, devices.filesystem_device(drive), drive.mount, f"drive {drive.name}")
     state.update(record, last_copy=time.time(), last_copy_bytes=copied, last_job=job.name)
     log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
              " and is locked when this job ends" if drive.type is DriveType.LUKS

@@ -19,7 +19,8 @@ from offsite import unitnames
 from offsite.config.model import Config, DriveTrigger, Job
 from offsite.errors import Fatal
 from offsite.run import stream
-from offsite.units import render, systemd
+from offsite.targets import devices
+from offsite.units import systemd
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def unit_for(cfg: Config, job: Job, drive: str | None) -> str | None:
         if name not in job.trigger.drives:
             raise Fatal(f"job {job.name} does not copy to drive {name!r}",
                         "its drives: " + ", ".join(job.trigger.drives))
-        if Path(render.drive_device(cfg.drive(name))).exists():
+        if Path(devices.drive_device(cfg.drive(name))).exists():
             return unitnames.job_unit(job.name, name)
     return None
 
