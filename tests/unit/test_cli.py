@@ -63,3 +63,18 @@ def test_a_tree_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
                            "--root", str(root), "--no-verify", "--offsite-bin", "/usr/bin/offsite")
     assert code == 1 and "offsite: error:" in err and "etc/systemd" in err
     assert "Traceback" not in err
+
+
+def test_the_man_page_names_only_units_offsite_writes() -> None:
+    """Help text once sent users to offsite-mail.service, which does not exist."""
+    import re
+
+    from offsite import manpage, unitnames
+    from offsite.config import reader
+    from offsite.units import render
+
+    cfg = reader.load(ROOT / "examples" / "offsite.yaml")
+    written = set(render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/x")).files)
+    named = set(re.findall(r"offsite-[a-z@-]*\.(?:service|timer)", manpage.man().replace("\\-", "-")))
+    generic = {unitnames.PREFIX + "JOB.service"}  # a placeholder, not a name
+    assert named and named - generic <= written | {unitnames.NOTIFY_TEMPLATE}, named - written
