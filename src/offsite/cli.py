@@ -19,7 +19,7 @@ from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target, TargetType
 from offsite.errors import EXIT_FAILURE, Fatal
-from offsite.jobs import execute, hooks, mirror, namespace, pullkeys
+from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, secrets
 from offsite.notify import notices, spool
 from offsite.run import CommandError
 from offsite.targets import cloudraid, nbd, registry
@@ -114,12 +114,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     offsite = _offsite_bin(args)
     try:
+        job = execute.find(cfg, args.job)
+        passphrases = secrets.received()
+        if passphrases is None:  # not handed over: we are the unit's own process
+            passphrases = secrets.for_job(cfg, job)
         if not namespace.inside(cfg):
             # Jobs run in the backup namespace: go in, and run this same command there.
             again: list[str | Path] = [offsite, "--config", cfg.source, "exec"]
             again += ["--drive", args.drive] if args.drive else []
-            return namespace.reenter(cfg, [*again, "--", args.job])
-        return execute.execute(cfg, args.job, args.drive, offsite)
+            return namespace.reenter(cfg, [*again, "--", args.job],
+                                     secrets.handover(passphrases))
+        return execute.execute(cfg, args.job, args.drive, offsite, passphrases=passphrases)
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
@@ -279,6 +284,19 @@ def cmd_notify(args: argparse.Namespace) -> int:
             print(f"{entry.path.name}  tries={entry.data.get('attempts', 0)}  "
                   f"{entry.subject!r}\n    {error}")
         print(f"{len(spool.entries())} message(s) in {spool.SPOOL_DIR}")
+    return 0
+
+
+def cmd_repo(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    repo = _named(cfg, cfg.repositories, args.name, "repository")
+    passphrases = secrets.received()
+    if passphrases is None:  # by hand: from the files and credentials themselves
+        passphrases = secrets.from_files(cfg, (repo.name,))
+    if not namespace.inside(cfg):
+        again: list[str | Path] = [_offsite_bin(args), "--config", cfg.source, "repo", "test"]
+        return namespace.reenter(cfg, [*again, "--", repo.name], secrets.handover(passphrases))
+    print(execute.open_repository(cfg, repo.name, passphrases))
     return 0
 
 
@@ -514,6 +532,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("unit", nargs="?", help="failure: the failed unit")
     p.add_argument("--now", action="store_true", help="flush: try every message, due or not")
     p.set_defaults(func=cmd_notify)
+
+    p = sub.add_parser(
+        "repo", parents=[common], help="prove that a repository's passphrase opens it",
+        description="test NAME: read the repository's passphrase from where the configuration "
+        "says (a file, an encrypted credential, a command, the borgmatic configuration), open "
+        "the repository with it inside the backup namespace and name its latest archive. A "
+        "wrong passphrase says so. Run as root.",
+    )
+    p.add_argument("action", choices=["test"])
+    p.add_argument("name", help="the repository's name in the configuration")
+    bin_option(p)
+    p.set_defaults(func=cmd_repo)
 
     p = sub.add_parser(
         "ssh-key", parents=[common],

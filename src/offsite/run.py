@@ -39,6 +39,37 @@ PASSTHROUGH_PREFIXES = ("BORG_",)
 MASK = "********"
 
 
+@dataclass(frozen=True)
+class FdSecret:
+    """A secret handed to a child on a pipe, never in its argv or its environment: the
+    child finds the pipe's file descriptor in the variable `variable` (borg reads its
+    passphrase so from BORG_PASSPHRASE_FD)."""
+
+    variable: str
+    value: str
+
+
+@contextlib.contextmanager
+def _secret_pipe(secret: FdSecret | None) -> Iterator[tuple[dict[str, str], tuple[int, ...]]]:
+    """The extra environment and the fd to pass, for the life of the child's start."""
+    if secret is None:
+        yield {}, ()
+        return
+    data = secret.value.encode() + b"\n"
+    if len(data) > 60000:  # more would block before the child reads: no secret is this big
+        raise CommandError(f"a secret of {len(data)} bytes is too large to hand over")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+        os.close(write_end)
+        write_end = -1
+        yield {secret.variable: str(read_end)}, (read_end,)
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+
+
 class CommandError(Exception):
     """A command could not be started, failed, or ran out of time."""
 
@@ -98,6 +129,7 @@ def run(
     timeout: float | None = None,
     secrets: Iterable[str] = (),
     ok_codes: Iterable[int] = (0,),
+    fd_secret: FdSecret | None = None,
 ) -> Result:
     """Run argv to completion and capture its output as text.
 
@@ -106,22 +138,24 @@ def run(
     we are interrupted or the timeout passes.
     """
     args = tuple(str(a) for a in argv)
-    mask = Masker(tuple(secrets))
+    mask = Masker((*secrets, *((fd_secret.value,) if fd_secret else ())))
     shown = describe(args, mask.secrets)
     log.debug("running %s", shown)
     try:
-        proc = subprocess.run(
-            args,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=child_env(env),
-            cwd=cwd,
-            timeout=timeout,
-            check=False,
-        )
+        with _secret_pipe(fd_secret) as (secret_env, fds):
+            proc = subprocess.run(
+                args,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=child_env({**(env or {}), **secret_env}),
+                cwd=cwd,
+                timeout=timeout,
+                check=False,
+                pass_fds=fds,
+            )
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {shown}: {args[0]} is not installed or not on PATH") from exc
     except PermissionError as exc:
@@ -139,12 +173,15 @@ def run(
     return result
 
 
-def interactive(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None) -> int:
+def interactive(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None,
+                fd_secret: FdSecret | None = None) -> int:
     """Run argv on our own terminal (a shell for a person) and return its exit code."""
     args = tuple(str(a) for a in argv)
     log.debug("running interactively %s", describe(args))
     try:
-        return subprocess.call(args, env=child_env(env))
+        with _secret_pipe(fd_secret) as (secret_env, fds):
+            return subprocess.call(args, env=child_env({**(env or {}), **secret_env}),
+                                   pass_fds=fds)
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
 
@@ -177,18 +214,20 @@ def lines(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     secrets: Iterable[str] = (),
+    fd_secret: FdSecret | None = None,
 ) -> Result:
     """Run argv, handing each line of its output (stdout and stderr together) to on_line
     as it comes, for a long run that reports progress. The result has no stdout; its
     stderr is the last lines, for the error message."""
     args = tuple(str(a) for a in argv)
-    mask = Masker(tuple(secrets))
-    shown = describe(args, secrets)
+    mask = Masker((*secrets, *((fd_secret.value,) if fd_secret else ())))
+    shown = describe(args, mask.secrets)
     log.debug("running %s", shown)
     try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                env=child_env(env))
+        with _secret_pipe(fd_secret) as (secret_env, fds):
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace",
+                                    env=child_env({**(env or {}), **secret_env}), pass_fds=fds)
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {shown}: {args[0]} is not installed or not on PATH") from exc
     tail: collections.deque[str] = collections.deque(maxlen=15)

@@ -8,6 +8,9 @@ job for which drive is Config.job_units(), built from these.
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from offsite import escape
 
 PREFIX = "offsite-"
@@ -48,6 +51,14 @@ def target_unit(target: str) -> str:
 
 def tunnel_unit(target: str) -> str:
     return f"{PREFIX}tunnel-{target}.service"
+
+
+def credential(repository: str) -> str:
+    """The name of the systemd credential that carries a repository's passphrase: the
+    repository's name when it is plain (letters, digits, -_.), else a digest of it."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", repository) and repository not in (".", ".."):
+        return f"{PREFIX}borg-{repository}"
+    return f"{PREFIX}borg-{hashlib.sha256(repository.encode()).hexdigest()[:16]}"
 
 
 def drive_device_unit(uuid: str) -> str:

@@ -117,3 +117,19 @@ def test_only_run_module_imports_subprocess() -> None:
     assert offenders == []
     text = "\n".join(p.read_text() for p in SRC.rglob("*.py") if p.name != "run.py")
     assert "os.system(" not in text and "os.popen(" not in text and "os.exec" not in text
+
+
+def test_a_secret_reaches_the_child_on_a_pipe_and_nowhere_else() -> None:
+    from offsite.run import CommandError, FdSecret
+
+    script = ("import os, sys\n"
+              "fd = int(os.environ['SECRET_FD'])\n"
+              "print(os.read(fd, 100).decode().strip(), open('/proc/self/cmdline').read(),\n"
+              "      sorted(k for k, v in os.environ.items() if 'hunt' + 'er2' in v))")
+    out = run.run([sys.executable, "-c", script], fd_secret=FdSecret("SECRET_FD", "hunter2")).stdout
+    given, *rest = out.split(" ", 1)
+    assert given == "hunter2" and "hunter2" not in rest[0]  # not in argv, not in the environment
+    with pytest.raises(CommandError) as info:
+        run.run([sys.executable, "-c", script + "\nsys.exit(3)"],
+            fd_secret=FdSecret("SECRET_FD", "hunter2"))
+    assert "hunter2" not in str(info.value)  # what the child printed is masked in the error

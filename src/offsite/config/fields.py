@@ -395,7 +395,11 @@ def _read_value(m: FieldMap, setting: Setting, variant: str | None, section: Sec
             return None
         return text if text is not None else default
     if kind.read is Read.ABSPATH:
-        return m.abspath(key) or default
+        path = m.abspath(key)
+        if path is not None and kind.pattern is not None and not kind.pattern.match(str(path)):
+            m.fail(key, kind.bad.format(value=str(path)), kind.hint)
+            return None
+        return path or default
     if kind.read is Read.SPAN:
         if not m.has(key):
             return default

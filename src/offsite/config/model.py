@@ -17,11 +17,13 @@ from offsite.config.schema import (
     JobKind,
     OnWarning,
     RaidLevel,
+    SecretSource,
     SmtpSecurity,
     TargetType,
 )
 
-__all__ = ["DriveType", "JobKind", "OnWarning", "RaidLevel", "SmtpSecurity", "TargetType"]
+__all__ = ["DriveType", "JobKind", "OnWarning", "RaidLevel", "SecretSource", "SmtpSecurity",
+           "TargetType"]
 D, T, J, S, E, L, H, N, P = (schema.DRIVES, schema.TARGETS, schema.JOBS, schema.SMTP, schema.EMAIL,
                              schema.LED, schema.HEALTHCHECKS, schema.NAMESPACE, schema.PULL_SOURCE)
 
@@ -89,10 +91,29 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Passphrase:
+    """Where an encrypted repository's passphrase comes from (never the passphrase)."""
+
+    source: SecretSource
+    where: str  # the file, the credential, the command, or the borgmatic configuration
+
+    @property
+    def loaded_by_systemd(self) -> bool:
+        """Handed to the job unit as a credential (LoadCredential=, ...Encrypted=)."""
+        return self.source in (SecretSource.FILE, SecretSource.CREDENTIAL)
+
+
+@dataclass(frozen=True)
 class Repository:
     name: str
     path: Path  # the borg repository, as seen inside the backup namespace
     borgmatic_config: Path | None = None
+    passphrase: Passphrase | None = None  # None: not encrypted, or no passphrase
+
+    @property
+    def credential(self) -> str:
+        """The systemd credential that carries the passphrase into a job unit."""
+        return unitnames.credential(self.name)
 
 
 @dataclass(frozen=True)

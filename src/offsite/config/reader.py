@@ -44,10 +44,12 @@ from offsite.config.model import (
     NbdRemote,
     Notify,
     OnWarning,
+    Passphrase,
     PullSource,
     RaidLevel,
     Repository,
     Schedule,
+    SecretSource,
     Smtp,
     SmtpSecurity,
     Target,
@@ -75,19 +77,25 @@ class HostChecks(Protocol):
 
     def keyfile_error(self, path: Path) -> str | None: ...
 
+    def secret_error(self, path: Path, what: str) -> str | None:
+        """Why a file holding a passphrase is unusable or unsafe, or None."""
+        ...
 
-def keyfile_problem(path: Path) -> str | None:
-    """Why a LUKS keyfile is unusable or unsafe, or None."""
+
+def keyfile_problem(path: Path, what: str = "keyfile") -> str | None:
+    """Why a keyfile (or a passphrase file) is unusable or unsafe, or None."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return f"keyfile {path} does not exist"
+        return f"{what} {path} does not exist"
     except OSError as exc:
-        return f"keyfile {path} cannot be read: {exc.strerror}"
+        return f"{what} {path} cannot be read: {exc.strerror}"
     if not stat.S_ISREG(st.st_mode):
-        return f"keyfile {path} is not a regular file"
+        return f"{what} {path} is not a regular file"
     if st.st_mode & 0o077:
-        return f"keyfile {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        return f"{what} {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if st.st_uid != 0 and os.geteuid() == 0:
+        return f"{what} {path} belongs to uid {st.st_uid}, not to root"
     return None
 
 
@@ -114,6 +122,9 @@ class SystemHostChecks:
 
     def keyfile_error(self, path: Path) -> str | None:
         return keyfile_problem(path)
+
+    def secret_error(self, path: Path, what: str) -> str | None:
+        return keyfile_problem(path, what)
 
 
 def _read_drive(m: FieldMap, name: str, host: HostChecks) -> Drive | None:
@@ -180,11 +191,30 @@ def _cloud_raid(m: FieldMap, v: Values) -> CloudRaid | None:
     return CloudRaid(members, size, level)
 
 
-def _read_repository(m: FieldMap, name: str) -> Repository | None:
+def _read_repository(m: FieldMap, name: str, host: HostChecks) -> Repository | None:
     v = read_section(m, schema.REPOSITORIES)
+    path, borgmatic = v.path("path"), v.path("borgmatic_config")
+    given = [(key, source) for key, source in (("passphrase_file", SecretSource.FILE),
+                                               ("passphrase_credential", SecretSource.CREDENTIAL),
+                                               ("passcommand", SecretSource.COMMAND))
+             if v.get(key) is not None]
+    passphrase: Passphrase | None = None
+    if len(given) > 1:
+        m.fail(given[1][0], f"the passphrase comes from one place; {given[0][0]} is set too",
+               "keep one of passphrase_file, passphrase_credential, passcommand")
+    elif given:
+        key, source = given[0]
+        where = str(v.get(key))
+        if source is not SecretSource.COMMAND:
+            error = host.secret_error(Path(where), "passphrase file" if source is
+                                      SecretSource.FILE else "credential")
+            if error:
+                m.fail(key, error, f"chmod 0400 {where}; chown root: {where}")
+        passphrase = Passphrase(source, where)
+    elif borgmatic is not None:
+        passphrase = Passphrase(SecretSource.BORGMATIC, str(borgmatic))
     m.done()
-    path = v.path("path")
-    return Repository(name, path, v.path("borgmatic_config")) if path is not None else None
+    return Repository(name, path, borgmatic, passphrase) if path is not None else None
 
 
 def _read_pull(m: FieldMap) -> PullSource | None:
@@ -402,7 +432,7 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
 
     repositories: dict[str, Repository] = {}
     for name, _loc, m in top.named_mappings("repositories"):
-        repo = _read_repository(m, name)
+        repo = _read_repository(m, name, host)
         if repo is not None:
             repositories[name] = repo
 

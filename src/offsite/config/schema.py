@@ -66,6 +66,13 @@ class RaidLevel(StrEnum):
         return {"5": 3, "6": 4, "1": 2}[self.value]
 
 
+class SecretSource(StrEnum):
+    FILE = "file"  # passphrase_file: a root-only file, handed over as a systemd credential
+    CREDENTIAL = "credential"  # passphrase_credential: an encrypted systemd credential
+    COMMAND = "command"  # passcommand: borg runs it (BORG_PASSCOMMAND)
+    BORGMATIC = "borgmatic"  # the borgmatic configuration's encryption_* settings
+
+
 class TargetType(StrEnum):
     CLOUD_RAID = "cloud-raid"
     NBD = "nbd"
@@ -207,12 +214,29 @@ DRIVES = Section("drives.NAME", "An external drive that carries the off-site cop
             "flagged by `offsite drives` and raises the staleness alert.", default=62 * 86400.0),
 ), variant="type", noun="drives")
 
-REPOSITORIES = Section("repositories.NAME", "A local borg repository. " + NAME_RULE, (
-    Setting("path", ABSPATH, "The repository, as seen inside the backup namespace.",
-            required=True),
-    Setting("borgmatic_config", ABSPATH, "The borgmatic configuration that writes it (for "
-            "borgmatic jobs); default: borgmatic's own search."),
-))
+SECRET_PATH = Type("absolute path", Read.ABSPATH, pattern=re.compile(r"^/[^\s:]+$"),
+                   bad="{value!r}: a path with a space or ':' cannot be handed to systemd's "
+                       "LoadCredential=", hint="move the file to a path without them")
+REPOSITORIES = Section(
+    "repositories.NAME", "A local borg repository. " + NAME_RULE + " An encrypted one "
+    "names where its passphrase comes from, with at most one of passphrase_file, "
+    "passphrase_credential and passcommand; without them, a repository with a "
+    "borgmatic_config uses that configuration's encryption_passcommand or "
+    "encryption_passphrase. The passphrase never reaches a unit file, the journal, a mail, "
+    "a command line or an environment: borg reads it from a pipe.", (
+        Setting("path", ABSPATH, "The repository, as seen inside the backup namespace.",
+                required=True),
+        Setting("borgmatic_config", ABSPATH, "The borgmatic configuration that writes it (for "
+                "borgmatic jobs); default: borgmatic's own search."),
+        Setting("passphrase_file", SECRET_PATH, "A root-only file (mode 0400) holding the "
+                "passphrase; each job gets it as a systemd credential (LoadCredential=)."),
+        Setting("passphrase_credential", SECRET_PATH, "An encrypted systemd credential holding "
+                "the passphrase (LoadCredentialEncrypted=), made with `systemd-creds encrypt "
+                "--name=offsite-borg-NAME - PATH` (`offsite repo test NAME` checks it)."),
+        Setting("passcommand", Type("command", Read.TEXT), "A command that prints the "
+                "passphrase (borg's BORG_PASSCOMMAND), run as root inside the backup "
+                "namespace."),
+    ))
 
 TARGETS = Section(
     "targets.NAME", "Somewhere other than a USB drive that a mirror job copies to, assembled "

@@ -17,6 +17,7 @@ class Reader:
     """Feed it borg's lines; it says what to log. errors: borg's ERROR/CRITICAL messages."""
 
     errors: list[str] = field(default_factory=list)
+    msgids: list[str] = field(default_factory=list)  # of the errors, where borg gave one
     _last_step: dict[str, float] = field(default_factory=dict)
     _last_time: float = 0.0
 
@@ -37,6 +38,8 @@ class Reader:
             message = str(data.get("message", "")).rstrip()
             if level >= logging.ERROR:
                 self.errors.append(message)
+                if data.get("msgid"):
+                    self.msgids.append(str(data["msgid"]))
             return level, message, {}
         return None  # other progress kinds (file names, bytes): too many for a journal
 
@@ -56,3 +59,25 @@ class Reader:
         message = str(data.get("message") or f"{percent:.1f}%")
         return logging.INFO, message, {"PROGRESS_PERCENT": f"{percent:.1f}",
                                        "PROGRESS_OPERATION": operation}
+
+
+def passphrase_refused(msgids: list[str], repository: str, source: str) -> tuple[str, str] | None:
+    """(message, hint) when borg failed for want of the right passphrase, else None."""
+    if "PassphraseWrong" in msgids:
+        return (f"wrong passphrase for repository {repository}" + (f" (from {source})" if source
+                                                                    else ""),
+                "check the passphrase's source; `offsite repo test " + repository + "` tries it")
+    if "NoPassphraseFailure" in msgids or "PasscommandFailure" in msgids:
+        return (f"repository {repository} is encrypted and no passphrase reached borg" +
+                (f" ({source} gave none)" if source else ""),
+                f"set passphrase_file, passphrase_credential or passcommand under "
+                f"repositories.{repository}")
+    return None
+
+
+def msgids_of(output: str) -> list[str]:
+    """The msgids of borg's error messages in --log-json output (a whole run's)."""
+    reader = Reader()
+    for line in output.splitlines():
+        reader.feed(line, 0.0)
+    return reader.msgids

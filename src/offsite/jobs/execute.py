@@ -11,14 +11,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from offsite import locks, state, unitnames
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
-from offsite.jobs import borgjson, mirror, namespace, pull, restoretest
+from offsite.jobs import borgjson, mirror, namespace, pull, restoretest, secrets
 from offsite.log import fields
 from offsite.run import CommandError, lines, run
 from offsite.targets import assembly, devices, registry
@@ -46,16 +46,24 @@ def borg_check_argv(repository: Path, verify_data: bool) -> list[str]:
     return ["borg", "check", *(["--verify-data"] if verify_data else []), "--", str(repository)]
 
 
+def opens_argv(repository: Path) -> list[str]:
+    """A quick borg command that needs the key: the latest archive's name."""
+    return ["borg", "list", "--last", "1", "--short", "--", str(repository)]
+
+
 def borgmatic_argv(config: Path | None) -> list[str]:
     # check is its own job (with several configurations borgmatic would check each one)
     return ["borgmatic", *(["--config", str(config)] if config else []), "--verbosity", "1",
             "create", "prune"]
 
 
-def _run_borg(job: Job, argv: list[str], warning_ok: bool = True) -> bool:
+def _run_borg(job: Job, argv: list[str], warning_ok: bool = True, repository: str = "",
+              access: secrets.BorgAccess | None = None) -> bool:
     """Run borg with --log-json --progress, its messages and progress going to the journal
     as they come; True if it ended with a warning (exit 1). warning_ok=False: exit 1 is a
-    failure (`borg check` exits 1 when it found errors)."""
+    failure (`borg check` exits 1 when it found errors). access: how borg opens the
+    repository (its passphrase)."""
+    access = access or secrets.BorgAccess()
     reader = borgjson.Reader()
 
     def on_line(line: str) -> None:
@@ -66,8 +74,12 @@ def _run_borg(job: Job, argv: list[str], warning_ok: bool = True) -> bool:
 
     try:
         result = lines([argv[0], "--log-json", "--progress", *argv[1:]], on_line,
-                       ok_codes=(0, BORG_WARNING) if warning_ok else (0,), timeout=job.timeout)
+                       ok_codes=(0, BORG_WARNING) if warning_ok else (0,), timeout=job.timeout,
+                       env=access.env, fd_secret=access.fd_secret)
     except CommandError as exc:
+        refused = borgjson.passphrase_refused(reader.msgids, repository, access.source)
+        if refused is not None:
+            raise Fatal(*refused) from exc
         why = "; ".join(reader.errors[-3:]) or str(exc)
         raise Fatal(f"{' '.join(argv[:2])} failed (exit code {exc.returncode}): {why}") from exc
     return result.returncode == BORG_WARNING
@@ -97,6 +109,10 @@ class Context:
     job: Job
     drive: str | None  # the drive that started the job, if a drive did
     offsite: Path  # this offsite executable (run again under borg with-lock)
+    passphrases: dict[str, str] = field(default_factory=dict)  # by repository (secrets.py)
+
+    def access(self, repository: str) -> secrets.BorgAccess:
+        return secrets.access(self.cfg.repository(repository), self.passphrases)
 
 
 def _borg_check(ctx: Context) -> Done:
@@ -104,9 +120,13 @@ def _borg_check(ctx: Context) -> Done:
     warned = False
     for name in job.repositories:
         repo = cfg.repository(name)
+        access = ctx.access(name)
+        # the key first: a wrong passphrase fails now, not after hours of checking segments
+        _run_borg(job, opens_argv(repo.path), repository=name, access=access)
         log.info("checking repository %s (%s)", name, repo.path, extra=fields(job=job.name))
         # borg check's exit 1 means it found errors: never a mere warning
-        warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data), warning_ok=False)
+        warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data), warning_ok=False,
+                            repository=name, access=access)
     return Done(warned)
 
 
@@ -126,7 +146,8 @@ def _pull(ctx: Context) -> Done:
 
 def _restore_test(ctx: Context) -> Done:
     for name in ctx.job.repositories:
-        restoretest.test_repository(ctx.cfg.repository(name).path, ctx.job.sample, ctx.job.name)
+        restoretest.test_repository(ctx.cfg.repository(name).path, ctx.job.sample, ctx.job.name,
+                                    ctx.access(name), name)
     return Done()
 
 
@@ -249,13 +270,33 @@ def tell_hook(**values: object) -> None:
         state.update(state.run_summary_file(invocation), **values)
 
 
-def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
-            lock_dir: Path = locks.LOCK_DIR) -> int:
+def open_repository(cfg: Config, name: str, passphrases: Mapping[str, str]) -> str:
+    """Open a repository with its passphrase (inside the namespace); what to tell a person."""
+    repo = cfg.repository(name)
+    access = secrets.access(repo, passphrases)
     try:
-        job = cfg.job(name)
+        latest = run(["borg", "--log-json", *opens_argv(repo.path)[1:]], env=access.env,
+                     fd_secret=access.fd_secret).stdout.strip()
+    except CommandError as exc:
+        refused = borgjson.passphrase_refused(borgjson.msgids_of(exc.stderr), name, access.source)
+        if refused is not None:
+            raise Fatal(*refused) from exc
+        raise Fatal(f"cannot open repository {name} ({repo.path}): {exc}") from exc
+    how = f"with the passphrase from {access.source}" if access.source else "without a passphrase"
+    return f"repository {name} ({repo.path}) opens {how}; latest archive: {latest or 'none yet'}"
+
+
+def find(cfg: Config, name: str) -> Job:
+    try:
+        return cfg.job(name)
     except StopIteration:
         known = ", ".join(j.name for j in cfg.jobs)
         raise Fatal(f"no job named {name!r} in {cfg.source}", f"known jobs: {known}") from None
+
+
+def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
+            lock_dir: Path = locks.LOCK_DIR, passphrases: Mapping[str, str] | None = None) -> int:
+    job = find(cfg, name)
     started = time.monotonic()
     host_id = namespace.recorded_borg_host_id(cfg)
     if host_id and "BORG_HOST_ID" not in os.environ:
@@ -266,7 +307,7 @@ def execute(cfg: Config, name: str, drive: str | None, offsite: Path,
                  f", run {invocation}" if invocation else "",
                  extra=fields(job=job.name, drive=drive))
         try:
-            done = WORK[job.kind](Context(cfg, job, drive, offsite))
+            done = WORK[job.kind](Context(cfg, job, drive, offsite, dict(passphrases or {})))
         except Skip:
             return EXIT_SKIPPED
         # said while the locks are held: the next job's "started" comes after this line

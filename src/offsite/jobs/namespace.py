@@ -32,7 +32,7 @@ from pathlib import Path
 from offsite import state
 from offsite.config.model import Config
 from offsite.errors import Fatal
-from offsite.run import Arg, CommandError, interactive, run
+from offsite.run import Arg, CommandError, FdSecret, interactive, run
 from offsite.units import systemd
 
 log = logging.getLogger(__name__)
@@ -202,14 +202,15 @@ def inside(cfg: Config) -> bool:
     return found is not None and _ns_inode() == found[1]
 
 
-def reenter(cfg: Config, argv: Sequence[Arg]) -> int:
-    """Run argv (an offsite command) inside the namespace, on our own stdout and stderr."""
+def reenter(cfg: Config, argv: Sequence[Arg], fd_secret: FdSecret | None = None) -> int:
+    """Run argv (an offsite command) inside the namespace, on our own stdout and stderr;
+    fd_secret: handed to it on a pipe (the job's passphrases)."""
     found = holder(cfg)
     if found is None:
         raise Fatal("the backup namespace is not running",
                     "systemctl start offsite-namespace.service (job units do that themselves)")
     return interactive(["nsenter", f"--target={found[0]}", "--mount", "--",
-                        *(str(a) for a in argv)])
+                        *(str(a) for a in argv)], fd_secret=fd_secret)
 
 
 def describe(cfg: Config) -> str:

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from offsite.errors import Fatal
+from offsite.jobs import borgjson
+from offsite.jobs.secrets import BorgAccess
 from offsite.log import fields
 from offsite.run import CommandError, run
 
@@ -70,16 +72,27 @@ def judge(item: Item, restored: str, source: Path) -> str:
     return "same" if digest(source) == restored else "MISMATCH"
 
 
-def test_repository(repo: Path, n: int, job: str) -> dict[str, int]:
+def test_repository(repo: Path, n: int, job: str, access: BorgAccess | None = None,
+                    name: str = "") -> dict[str, int]:
     """Run the test on repo's latest archive; returns how many files were judged what.
-    Raises Fatal on a mismatch or when borg cannot extract."""
+    Raises Fatal on a mismatch or when borg cannot extract. access: how borg opens repo."""
+    access = access or BorgAccess()
+
+    def borg(*args: str, cwd: Path | None = None) -> str:
+        return run(["borg", "--log-json", *args], env=access.env, fd_secret=access.fd_secret,
+                   cwd=cwd).stdout
+
     try:
-        archive = run(["borg", "list", "--last", "1", "--format", "{archive}{NL}", "--",
-                       str(repo)]).stdout.strip()
+        archive = borg("list", "--last", "1", "--format", "{archive}{NL}", "--",
+                       str(repo)).strip()
         if not archive:
             raise Fatal(f"repository {repo} has no archive to test")
-        listing = run(["borg", "list", "--json-lines", "--", f"{repo}::{archive}"]).stdout
+        listing = borg("list", "--json-lines", "--", f"{repo}::{archive}")
     except CommandError as exc:
+        refused = borgjson.passphrase_refused(borgjson.msgids_of(exc.stderr), name or str(repo),
+                                              access.source)
+        if refused is not None:
+            raise Fatal(*refused) from exc
         raise Fatal(f"cannot list {repo}: {exc}") from exc
     chosen = sample(items(listing), n)
     if not chosen:
@@ -90,8 +103,7 @@ def test_repository(repo: Path, n: int, job: str) -> dict[str, int]:
     mismatched = []
     with tempfile.TemporaryDirectory(prefix="offsite-restore-") as tmp:
         try:
-            run(["borg", "extract", "--", f"{repo}::{archive}", *[i.path for i in chosen]],
-                cwd=Path(tmp))
+            borg("extract", "--", f"{repo}::{archive}", *[i.path for i in chosen], cwd=Path(tmp))
         except CommandError as exc:
             raise Fatal(f"borg could not extract from {repo}::{archive}: {exc}") from exc
         for item in chosen:

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from offsite import quantities, unitnames
-from offsite.config.model import Config, Drive, DriveType, Job, JobKind, Schedule, Target, TargetType
+from offsite.config.model import (
+    Config,
+    Drive,
+    DriveType,
+    Job,
+    JobKind,
+    Schedule,
+    SecretSource,
+    Target,
+    TargetType,
+)
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING
 from offsite.targets import devices, nbd, registry
 from offsite.units import hardening
@@ -135,6 +145,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         f"LogExtraFields={word('JOB=' + job.name)}",
         "Nice=10",
         "IOSchedulingClass=idle",
+        *credentials(cfg, job),
         hardening.format_options(
             hardening.job_options(job, [drive] if drive else [], repo_paths, dest)).rstrip("\n"),
     ]
@@ -142,6 +153,22 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
     if drive is not None:
         text += f"\n[Install]\nWantedBy={unitnames.drive_device_unit(drive.uuid)}\n"
     return text
+
+
+def credentials(cfg: Config, job: Job) -> list[str]:
+    """The passphrases of the job's repositories, as systemd credentials: systemd reads
+    them (decrypts the encrypted ones) and gives them to this unit alone, in
+    $CREDENTIALS_DIRECTORY; `offsite exec` hands them to borg on a pipe."""
+    lines = []
+    for name in job.repositories:
+        repo = cfg.repository(name)
+        secret = repo.passphrase
+        if secret is None or not secret.loaded_by_systemd:
+            continue
+        key = "LoadCredential" if secret.source is SecretSource.FILE else "LoadCredentialEncrypted"
+        lines += [f"# the passphrase of repository {unit_value(name)}",
+                  f"{key}={repo.credential}:{no_controls(secret.where)}"]
+    return lines
 
 
 def _timer(job: Job, schedule: Schedule) -> str:
