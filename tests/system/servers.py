@@ -24,7 +24,7 @@ from offsite_lab.wait import wait_until
 from offsite.run import run
 
 USER = "offsite@example.org"
-PASSWORD = "correct horse battery staple"  # noqa: S105 - the test server's own
+PASSWORD = "correct horse battery staple"
 REFUSED = "nobody@example.org"  # the server refuses this recipient
 
 

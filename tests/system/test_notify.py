@@ -23,7 +23,7 @@ CONFIG = "/etc/offsite/offsite.yaml"
 REPO = "/srv/borg/repo"
 UNIT = unitnames.job_unit("check")
 SPOOL = "/var/lib/offsite/spool"
-PASSWORD_FILE = "/etc/offsite/smtp-password"  # noqa: S105 - a path
+PASSWORD_FILE = "/etc/offsite/smtp-password"
 
 
 def config(smtp: dict[str, object], **notify: object) -> dict[str, Any]:

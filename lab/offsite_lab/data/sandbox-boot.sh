@@ -54,5 +54,10 @@ cd "$R"
 pivot_root . .oldroot
 umount -l /.oldroot
 rmdir /.oldroot
+# Shared, as systemd makes / on a booted machine: systemd 252 sets up a unit's credentials
+# (LoadCredential=) in a helper's mount namespace and relies on that mount propagating
+# back; on a private tree $CREDENTIALS_DIRECTORY stays empty. This namespace was made
+# private from the host's above, so nothing propagates out of the sandbox.
+mount --make-rshared /
 export container=offsite-sandbox
 exec /lib/systemd/systemd --system --unit=offsite-sandbox.target --log-target=journal-or-kmsg --log-level=info
