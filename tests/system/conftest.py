@@ -11,6 +11,8 @@ from offsite_lab import sandbox as sandboxmod
 
 from tests import tiers
 
+from . import repos
+
 
 def _why_not() -> str | None:
     if os.geteuid() != 0:
@@ -29,5 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def sandbox() -> Iterator[sandboxmod.Sandbox]:
+    """A booted sandbox holding the tier's repository passphrase file (repos.SECRET): its
+    repositories are encrypted unless a test says otherwise."""
     with sandboxmod.booted() as booted:
+        repos.write_secret(booted)
         yield booted

@@ -17,6 +17,7 @@ from offsite_lab.sandbox import Sandbox
 
 from offsite import locks, unitnames
 
+from . import repos
 from .records import history
 
 OFFSITE = str(Path(__import__("sys").prefix) / "bin" / "offsite")
@@ -31,7 +32,8 @@ COPY = unitnames.job_unit("copy", "d1")
 def config() -> dict[str, Any]:
     return {
         "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO}, "missing": {"path": "/srv/borg/missing"}},
+        "repositories": {"main": {"path": REPO, **repos.SETTINGS},
+                         "missing": {"path": "/srv/borg/missing", **repos.SETTINGS}},
         "jobs": {
             "copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"},
             "check": {"kind": "borg-check", "repositories": ["main"]},
@@ -74,7 +76,7 @@ def release(box: Sandbox) -> None:
 def agent(sandbox: Sandbox) -> Iterator[Sandbox]:
     """offsite installed with its agent running against the emulated BlinkStick."""
     plug_into(sandbox, CONFIG)
-    sandbox.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    repos.init(sandbox, REPO)
     sandbox.write(CONFIG, json.dumps(config(), indent=1))
     offsite(sandbox, "install")
     sandbox.wait_for_state(unitnames.AGENT_UNIT, ["active"])
@@ -101,7 +103,7 @@ def test_the_led_follows_a_plug_a_failure_and_the_recovery(agent: Sandbox) -> No
     status = offsite(box, "status", check=False)
     assert status.returncode == 1 and status.stdout.startswith("1 job(s) FAILED: broken")
     # the next success of that job clears it
-    box.run(["borg", "init", "--encryption=none", "--", "/srv/borg/missing"])
+    repos.init(box, "/srv/borg/missing")
     box.systemctl("restart", "offsite-namespace.service")
     assert box.systemctl("start", unitnames.job_unit("broken"), check=False).returncode == 0
     wait_led(box, GREEN)

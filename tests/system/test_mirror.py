@@ -20,7 +20,8 @@ from offsite.jobs import mirror
 from offsite.run import Result, run
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
-BORG_ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+# an encrypted repository, as users have (the copy is read with the same passphrase)
+BORG_ENV = {"BORG_PASSPHRASE": "mirror test passphrase",
             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
 # Small chunks and small segments: many segments, so that kills land in many places.
 CHUNKER = "buzhash,10,14,12,4095"
@@ -61,7 +62,7 @@ def repos(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     base, data, src, drive = (tmp_path / n for n in ("base", "data", "src", "drive"))
     data.mkdir()
     drive.mkdir()
-    borg("init", "--encryption=none", "--", str(src), base=base)
+    borg("init", "--encryption=repokey-blake2", "--", str(src), base=base)
     borg("config", "--", str(src), "max_segment_size", "32768", base=base)
     for i in range(3):
         add_archive(src, data, f"a{i}", 150_000, base)

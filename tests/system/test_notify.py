@@ -15,6 +15,7 @@ from offsite_lab.sandbox import Sandbox, booted
 
 from offsite import unitnames
 
+from . import repos
 from .records import history
 from .servers import PASSWORD, REFUSED, USER, PingServer, SmtpServer, certificate, wait_for
 
@@ -29,7 +30,7 @@ PASSWORD_FILE = "/etc/offsite/smtp-password"
 def config(smtp: dict[str, object], **notify: object) -> dict[str, Any]:
     """The test configuration as data (written as JSON, which is YAML too)."""
     return {
-        "repositories": {"repo": {"path": REPO}},
+        "repositories": {"repo": {"path": REPO, **repos.SETTINGS}},
         "jobs": {"check": {"kind": "borg-check", "description": "Check of the test repository",
                            "repositories": ["repo"]}},
         "notify": {"email": {"to": ["admin@example.org"], "from": "offsite@nas.example.org",
@@ -58,7 +59,7 @@ def spooled(box: Sandbox) -> list[Path]:
 
 
 def make_repo(box: Sandbox) -> None:
-    box.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    repos.init(box, REPO)
     # the backup namespace makes writable what exists when it starts: start it afresh
     box.systemctl("try-restart", "offsite-namespace.service")
 
@@ -82,7 +83,7 @@ def test_a_failed_job_mails_its_status_and_only_this_runs_journal(sandbox: Sandb
         body = second.get_body().get_content()  # type: ignore[union-attr]
         # this run's journal: its own start line and borg's error, not the first run's
         assert f"run {ids[1]}" in body and f"run {ids[0]}" not in body
-        assert f"Why: borg check failed (exit code 2): Repository {REPO} does not exist." \
+        assert f"Why: opening repository repo failed (exit code 2): Repository {REPO} does not exist." \
             in body, body
         # systemctl status of the failed unit, and what to do next
         assert f"{UNIT} - offsite check: Check of the test repository" in body, body
@@ -179,6 +180,7 @@ def test_a_spooled_mail_survives_a_reboot_and_arrives_once(tmp_path: Path) -> No
     for d in keep.values():
         d.mkdir()
     with booted(keep=keep) as box:
+        repos.write_secret(box)
         install(box, config(plain(port)))
         assert not run_job(box)
         wait_for("the outbox to fail to connect", lambda: any(
@@ -188,6 +190,7 @@ def test_a_spooled_mail_survives_a_reboot_and_arrives_once(tmp_path: Path) -> No
     # the machine is off; the mail waits on disk
     assert len(list((tmp_path / "state" / "spool").glob("[0-9]*.json"))) == 1
     with booted(keep=keep) as box, SmtpServer("plain", port=port) as server:
+        repos.write_secret(box)
         # the sandbox's /etc/systemd is new at each boot: install again (the spool is kept)
         box.run([str(OFFSITE), "--config", CONFIG, "install"])
         messages = server.inbox.wait(1, timeout=90)

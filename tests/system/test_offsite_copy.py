@@ -15,6 +15,8 @@ from offsite import unitnames
 from offsite.errors import EXIT_SKIPPED
 from offsite.run import Result
 
+from . import repos
+
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
 INTERNAL = "33333333-4444-5555-6666-777777777777"
@@ -28,7 +30,7 @@ def config_text() -> str:
         drives:
           d1: {{uuid: {DRIVE}, type: plain, mount: /mnt/offsite}}
         repositories:
-          main: {{path: /backup/borg/main}}
+          main: {{path: /backup/borg/main, passphrase_file: {repos.SECRET}}}
         jobs:
           copy:
             kind: mirror
@@ -48,7 +50,8 @@ def in_namespace(box: Sandbox, argv: list[str], check: bool = True,
     # as in this sandbox) borg would otherwise take a killed job's lock for another host's.
     host_id = json.loads(box.host_path("/run/offsite/namespace.json").read_text())["borg_host_id"]
     return box.run(["nsenter", f"--target={pid}", "--mount", "--", *argv], check=check,
-                   env={**BORG_ENV, "BORG_HOST_ID": host_id, **(env or {})}, timeout=300)
+                   env={**BORG_ENV, **repos.ENV, "BORG_HOST_ID": host_id, **(env or {})},
+                   timeout=300)
 
 
 def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: Sandbox) -> None:
@@ -57,8 +60,9 @@ def test_plugging_the_drive_copies_the_repository_inside_the_namespace(sandbox: 
     sandbox.run([str(OFFSITE), "--config", CONFIG, "install"])
     sandbox.systemctl("start", "offsite-namespace.service")
     # The repository lives on the internal backup filesystem, mounted only in the namespace.
-    in_namespace(sandbox, ["borg", "init", "--make-parent-dirs", "--encryption=none", "--",
-                           "/backup/borg/main"])
+    repos.init(sandbox, "/srv/unused")  # the passphrase file
+    in_namespace(sandbox, ["borg", "init", "--make-parent-dirs", "--encryption=repokey-blake2",
+                           "--", "/backup/borg/main"])
     in_namespace(sandbox, ["sh", "-c", "head -c 300000 /dev/urandom > /tmp/data && "
                            "borg create /backup/borg/main::first /tmp/data"])
     outside = sandbox.run(["findmnt", "--noheadings", "--output", "TARGET"]).stdout.split()
@@ -138,7 +142,8 @@ def prepare(box: Sandbox, text: str, data_kb: int = 300) -> None:
     box.write(CONFIG, text)
     box.run([str(OFFSITE), "--config", CONFIG, "install"])
     box.systemctl("start", "offsite-namespace.service")
-    in_namespace(box, ["borg", "init", "--make-parent-dirs", "--encryption=none", "--",
+    repos.init(box, "/srv/unused")  # the passphrase file
+    in_namespace(box, ["borg", "init", "--make-parent-dirs", "--encryption=repokey-blake2", "--",
                        "/backup/borg/main"])
     add_archive(box, "first", data_kb)
 

@@ -17,6 +17,7 @@ from offsite_lab.sandbox import Sandbox
 from offsite import unitnames
 from offsite.run import Result
 
+from . import repos
 from .records import history
 from .servers import SmtpServer, free_port, wait_for
 
@@ -156,10 +157,14 @@ def borgmatic_setup(box: Sandbox) -> None:
     box.run(["mkdir", "-p", "/srv/data", HOLDING])
     for i in range(30):
         box.write(f"/srv/data/file{i:02d}", f"content {i}\n" * (i + 1))
+    # encrypted, the passphrase from borgmatic's own setting: offsite's borg-check and
+    # restore-test jobs on this repository use it too
     box.write(BORGMATIC, "\n".join([
         "location:", "    source_directories:", "        - /srv/data", f"        - {HOLDING}",
-        "    repositories:", f"        - {REPO}", "retention:", "    keep_daily: 7", ""]))
-    box.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+        "    repositories:", f"        - {REPO}",
+        "storage:", f"    encryption_passcommand: cat {repos.SECRET}",
+        "retention:", "    keep_daily: 7", ""]))
+    repos.init(box, REPO)
 
 
 def borg_config(smtp_port: int, schedule: str | None = None) -> dict[str, Any]:
@@ -187,7 +192,7 @@ def test_timer_borgmatic_then_check_and_restore_test_pass_and_fail(sandbox: Sand
         # the timer starts the borgmatic job by itself (AccuracySec=1min: within a minute)
         wait_for("the timer to run the borgmatic job", lambda: ("nightly", "success")
                  in history(sandbox), timeout=100)
-        archives = sandbox.run(["borg", "list", "--short", "--", REPO]).stdout.split()
+        archives = repos.borg(sandbox, "list", "--short", "--", REPO).stdout.split()
         assert archives
         install(sandbox, borg_config(server.port))  # no more timer runs from here on
 
@@ -242,6 +247,6 @@ def test_a_pull_and_borgmatic_on_the_same_holding_directory_take_turns(
     assert ("nightly", "success") in history(sandbox)
     assert waited > 1.5  # it waited for the pull, which held the directory for 3 s
     # and borgmatic's archive has what the pull brought in
-    archive = sandbox.run(["borg", "list", "--last", "1", "--short", "--", REPO]).stdout.strip()
-    listed = sandbox.run(["borg", "list", "--short", "--", f"{REPO}::{archive}"]).stdout
+    archive = repos.borg(sandbox, "list", "--last", "1", "--short", "--", REPO).stdout.strip()
+    listed = repos.borg(sandbox, "list", "--short", "--", f"{REPO}::{archive}").stdout
     assert f"{HOLDING.lstrip('/')}/srv/far/data/a.txt" in listed

@@ -18,6 +18,8 @@ from offsite import escape, locks, unitnames
 from offsite.config import reader
 from offsite.config.model import Schedule
 
+from . import repos
+
 ROOT = Path(__file__).resolve().parents[2]
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -36,11 +38,9 @@ def write_config(box: Sandbox, text: str) -> None:
 
 
 def make_repo(box: Sandbox, path: str = REPO) -> None:
-    env = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
-    box.run(["mkdir", "-p", str(Path(path).parent)])
-    box.run(["borg", "init", "--encryption=none", "--", path], env=env)
+    repos.init(box, path)
     box.write("/srv/data/file.txt", "some data\n" * 1000)
-    box.run(["borg", "create", "--", f"{path}::first", "/srv/data"], env=env)
+    repos.borg(box, "create", "--", f"{path}::first", "/srv/data")
 
 
 def test_example_config_installs_with_every_timer(sandbox: Sandbox) -> None:
@@ -117,7 +117,7 @@ def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
         drives:
           d1: {{uuid: {UUID}, type: plain, mount: /mnt/offsite}}
         repositories:
-          main: {{path: {REPO}}}
+          main: {{path: {REPO}, passphrase_file: {repos.SECRET}}}
         jobs:
           on-plug:
             kind: borg-check
@@ -155,7 +155,8 @@ def test_drive_job_starts_on_plug_and_stops_on_pull(sandbox: Sandbox) -> None:
 
 def two_jobs_config(names: list[str]) -> str:
     jobs = "".join(f'  "{n}":\n    kind: borg-check\n    repositories: [main]\n' for n in names)
-    return f"repositories:\n  main: {{path: {REPO}}}\njobs:\n{jobs}"
+    return (f"repositories:\n  main: {{path: {REPO}, passphrase_file: {repos.SECRET}}}\n"
+            f"jobs:\n{jobs}")
 
 
 def test_two_jobs_on_one_repository_run_one_after_the_other(sandbox: Sandbox) -> None:
@@ -276,7 +277,7 @@ def test_luks_drive_units_load_in_systemd(sandbox: Sandbox) -> None:
           vault: {{uuid: {UUID}, type: luks, keyfile: /etc/offsite/keys/vault.key,
                    mount: /mnt/vault}}
         repositories:
-          main: {{path: {REPO}}}
+          main: {{path: {REPO}, passphrase_file: {repos.SECRET}}}
         jobs:
           copy:
             kind: mirror
@@ -303,7 +304,7 @@ def test_install_restarts_the_namespace_only_when_its_paths_change(sandbox: Sand
     make_repo(sandbox)
     base = textwrap.dedent(f"""\
         repositories:
-          main: {{path: {REPO}}}
+          main: {{path: {REPO}, passphrase_file: {repos.SECRET}}}
         jobs:
           check: {{kind: borg-check, repositories: [main], schedule: daily}}
         """)

@@ -55,12 +55,15 @@ def test_a_path_systemd_cannot_load_is_refused(tmp_path: Path) -> None:
     assert p.path == "repositories.main.passphrase_credential" and "LoadCredential" in p.message
 
 
-def test_the_job_unit_loads_the_credential_and_holds_no_secret(tmp_path: Path) -> None:
+def test_only_the_units_that_open_the_repository_load_its_passphrase(tmp_path: Path) -> None:
     key = secret_file(tmp_path)
-    cfg = reader.load(write(tmp_path, with_repo(f"    passphrase_file: {key}\n")))
+    check = "  check:\n    kind: borg-check\n    repositories: [main]\n"
+    cfg = reader.load(write(tmp_path, with_repo(f"    passphrase_file: {key}\n") + check))
     out = render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/offsite.yaml"))
-    unit = out.files["offsite-nightly.service"]
-    assert f"LoadCredential=offsite-borg-main:{key}\n" in unit
+    assert f"LoadCredential=offsite-borg-main:{key}\n" in out.files["offsite-check.service"]
+    # a mirror copies files; borgmatic has its own setting: neither is given the passphrase
+    assert "LoadCredential" not in out.files["offsite-nightly.service"]
+    assert "LoadCredential" not in out.files["offsite-copy@d1.service"]
     assert all("correct horse" not in text for text in out.files.values())
 
 

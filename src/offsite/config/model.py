@@ -158,6 +158,13 @@ class Job:
     target: str | None = None  # mirror: a target (cloud RAID, NBD) instead of a drive
 
     @property
+    def opens(self) -> tuple[str, ...]:
+        """The repositories whose archives the job reads, and so whose passphrases it
+        needs: a mirror copies files and a borgmatic job has borgmatic's own settings."""
+        return self.repositories if self.kind in (JobKind.BORG_CHECK, JobKind.RESTORE_TEST) \
+            else ()
+
+    @property
     def drives(self) -> tuple[str, ...]:
         """The drives whose plug starts this job (none for a scheduled or manual job)."""
         return self.trigger.drives if isinstance(self.trigger, DriveTrigger) else ()

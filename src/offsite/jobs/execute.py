@@ -58,7 +58,7 @@ def borgmatic_argv(config: Path | None) -> list[str]:
 
 
 def _run_borg(job: Job, argv: list[str], warning_ok: bool = True, repository: str = "",
-              access: secrets.BorgAccess | None = None) -> bool:
+              access: secrets.BorgAccess | None = None, what: str = "") -> bool:
     """Run borg with --log-json --progress, its messages and progress going to the journal
     as they come; True if it ended with a warning (exit 1). warning_ok=False: exit 1 is a
     failure (`borg check` exits 1 when it found errors). access: how borg opens the
@@ -81,7 +81,8 @@ def _run_borg(job: Job, argv: list[str], warning_ok: bool = True, repository: st
         if refused is not None:
             raise Fatal(*refused) from exc
         why = "; ".join(reader.errors[-3:]) or str(exc)
-        raise Fatal(f"{' '.join(argv[:2])} failed (exit code {exc.returncode}): {why}") from exc
+        raise Fatal(f"{what or ' '.join(argv[:2])} failed (exit code {exc.returncode}): {why}") \
+            from exc
     return result.returncode == BORG_WARNING
 
 
@@ -122,7 +123,8 @@ def _borg_check(ctx: Context) -> Done:
         repo = cfg.repository(name)
         access = ctx.access(name)
         # the key first: a wrong passphrase fails now, not after hours of checking segments
-        _run_borg(job, opens_argv(repo.path), repository=name, access=access)
+        _run_borg(job, opens_argv(repo.path), repository=name, access=access,
+                  what=f"opening repository {name}")
         log.info("checking repository %s (%s)", name, repo.path, extra=fields(job=job.name))
         # borg check's exit 1 means it found errors: never a mere warning
         warned |= _run_borg(job, borg_check_argv(repo.path, job.verify_data), warning_ok=False,

@@ -38,19 +38,17 @@ def _credentials_dir() -> Path | None:
 
 
 def loaded(cfg: Config, repositories: tuple[str, ...]) -> dict[str, str]:
-    """The passphrases systemd handed to this unit as credentials, by repository name.
-    A missing one is a failure that says which and why."""
+    """The passphrases systemd handed to this unit as credentials, by repository name (a
+    command run by hand, outside any unit, reads them from their sources instead). A
+    missing one is a failure that says which and why."""
     found: dict[str, str] = {}
     directory = _credentials_dir()
+    if directory is None:
+        return from_files(cfg, repositories)
     for name in repositories:
         repo = cfg.repository(name)
         if repo.passphrase is None or not repo.passphrase.loaded_by_systemd:
             continue
-        if directory is None:
-            raise Fatal(f"the passphrase of repository {name} did not reach this job: no "
-                        "$CREDENTIALS_DIRECTORY", "run the job through its unit (offsite run "
-                        "JOB), which loads the credential; after changing the configuration: "
-                        "offsite install")
         try:
             found[name] = (directory / repo.credential).read_text().rstrip("\n")
         except OSError as exc:
@@ -158,5 +156,5 @@ def access(repo: Repository, passphrases: Mapping[str, str]) -> BorgAccess:
 
 
 def for_job(cfg: Config, job: Job) -> dict[str, str]:
-    """In the job, before it enters the backup namespace: its repositories' passphrases."""
-    return loaded(cfg, job.repositories)
+    """In the job, before it enters the backup namespace: the passphrases it needs."""
+    return loaded(cfg, job.opens)

@@ -160,7 +160,7 @@ def credentials(cfg: Config, job: Job) -> list[str]:
     them (decrypts the encrypted ones) and gives them to this unit alone, in
     $CREDENTIALS_DIRECTORY; `offsite exec` hands them to borg on a pipe."""
     lines = []
-    for name in job.repositories:
+    for name in job.opens:
         repo = cfg.repository(name)
         secret = repo.passphrase
         if secret is None or not secret.loaded_by_systemd:
