@@ -154,3 +154,52 @@ def test_credentials_are_not_visible_inside_the_backup_namespace(sandbox: Sandbo
                                 ' 2>&1; true'], properties=[f"LoadCredential=pp:{SECRET}"]).stdout
     outside, inside = seen.split("--\n")
     assert outside.split() == ["pp"] and "pp" not in inside.split(), seen
+
+
+DRIVE = "44444444-5555-6666-7777-888888888888"
+
+
+def test_the_drive_restores_with_nothing_but_itself_and_the_passphrase(sandbox: Sandbox) -> None:
+    """A keyfile repository (its key lives only on this machine) copied to a drive; then a
+    stranger's borg (no keys, no cache, no configuration) restores every file from the
+    drive mounted read-only, with the passphrase alone, by the drive's RECOVERY.txt."""
+    make_repository(sandbox, "keyfile-blake2")
+    sandbox.write(CONFIG, json.dumps({
+        "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
+    }))
+    offsite(sandbox, "install")
+    image = sandbox.make_drive("d1", DRIVE, size_mb=64)
+    device = sandbox.plug(image)
+    sandbox.wait_until("the copy", lambda: ("copy", "success") in history(sandbox), 90)
+    sandbox.unplug(device)
+    assert PASSPHRASE.encode() not in sandbox.host_path(image).read_bytes()
+
+    device = sandbox.plug(image)
+    stranger = {"BORG_BASE_DIR": "/tmp/stranger", "BORG_PASSPHRASE": PASSPHRASE}
+    sandbox.run(["mkdir", "-p", "/mnt/found", "/tmp/stranger", "/srv/restored"])
+    sandbox.run(["mount", "-o", "ro", device, "/mnt/found"])
+    try:
+        page = sandbox.host_path("/mnt/found/offsite-recovery/RECOVERY.txt").read_text()
+        repo_id = sandbox.host_path(f"{REPO}/config").read_text().split("id = ")[1].split()[0]
+        assert f"main: main/ on the drive, borg repository id {repo_id}" in page, page
+        assert "encryption: keyfile; latest archive when written: first" in page, page
+        assert sandbox.host_path("/mnt/found/offsite-recovery/offsite.yaml").exists()
+        # the steps of the page, as a stranger types them
+        sandbox.run(["borg", "key", "import", "/mnt/found/main",
+                     "/mnt/found/offsite-recovery/keys/main.key"], env=stranger)
+        listed = sandbox.run(["borg", "list", "--bypass-lock", "--short", "/mnt/found/main"],
+                             env=stranger).stdout.split()
+        assert listed == ["first"]
+        sandbox.run(["sh", "-c", "cd /srv/restored && borg extract --bypass-lock "
+                     "/mnt/found/main::first"], env=stranger)
+    finally:
+        sandbox.run(["umount", "/mnt/found"])
+    for i in range(12):
+        original = sandbox.host_path(f"{DATA}/file{i:02d}").read_bytes()
+        assert sandbox.host_path(f"/srv/restored{DATA}/file{i:02d}").read_bytes() == original
+    # without the key the drive carries, a stranger could not have opened it
+    assert sandbox.run(["borg", "list", "--bypass-lock", REPO], check=False,
+                       env={"BORG_BASE_DIR": "/tmp/other", "BORG_PASSPHRASE": PASSPHRASE,
+                            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}).returncode != 0

@@ -61,9 +61,9 @@ def test_only_the_units_that_open_the_repository_load_its_passphrase(tmp_path: P
     cfg = reader.load(write(tmp_path, with_repo(f"    passphrase_file: {key}\n") + check))
     out = render.render(cfg, Path("/usr/bin/offsite"), Path("/etc/offsite/offsite.yaml"))
     assert f"LoadCredential=offsite-borg-main:{key}\n" in out.files["offsite-check.service"]
-    # a mirror copies files; borgmatic has its own setting: neither is given the passphrase
+    # the copy names the latest archive in the drive's RECOVERY.txt; borgmatic has its own
+    assert "LoadCredential=offsite-borg-main:" in out.files["offsite-copy@d1.service"]
     assert "LoadCredential" not in out.files["offsite-nightly.service"]
-    assert "LoadCredential" not in out.files["offsite-copy@d1.service"]
     assert all("correct horse" not in text for text in out.files.values())
 
 

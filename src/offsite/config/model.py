@@ -160,9 +160,10 @@ class Job:
     @property
     def opens(self) -> tuple[str, ...]:
         """The repositories whose archives the job reads, and so whose passphrases it
-        needs: a mirror copies files and a borgmatic job has borgmatic's own settings."""
-        return self.repositories if self.kind in (JobKind.BORG_CHECK, JobKind.RESTORE_TEST) \
-            else ()
+        needs (a mirror names each copy's latest archive in the drive's RECOVERY.txt); a
+        borgmatic job has borgmatic's own settings."""
+        opening = (JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.MIRROR)
+        return self.repositories if self.kind in opening else ()
 
     @property
     def drives(self) -> tuple[str, ...]:

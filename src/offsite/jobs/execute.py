@@ -18,7 +18,7 @@ from pathlib import Path
 from offsite import locks, state, unitnames
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
-from offsite.jobs import borgjson, mirror, namespace, pull, restoretest, secrets
+from offsite.jobs import borgjson, mirror, namespace, pull, recovery, restoretest, secrets
 from offsite.log import fields
 from offsite.run import CommandError, lines, run
 from offsite.targets import assembly, devices, registry
@@ -201,6 +201,7 @@ def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> int:
             repo = ctx.cfg.repository(name)
             log.info("copying repository %s to %s", name, what, extra=fields(job=job.name))
             copied += mirror.copy_locked(repo.path, mount / name, ctx.offsite, job.name)
+        recovery.write(ctx.cfg, job, mount, what, ctx.passphrases)
         run(["sync", "--file-system", "--", mount])
     finally:
         run(["umount", "--", mount], check=False)

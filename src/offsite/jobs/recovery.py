@@ -1,0 +1,158 @@
+"""What an off-site drive carries so that a stranger's machine can restore it.
+
+Beside the copies, each copy job writes `offsite-recovery/` on the drive: each encrypted
+repository's key as `borg key export` gives it (still protected by its passphrase: a
+keyfile repository cannot be opened without it), offsite's configuration, and RECOVERY.txt:
+what is on the drive, which offsite and borg wrote it, each repository's id and latest
+archive, and the commands that restore it on a new machine. Never a passphrase, never the
+drive's own keyfile. Every file is written atomically and flushed: a drive pulled while
+they are written still holds the previous set, or the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from offsite import __version__, durable
+from offsite.config.model import Config, Job
+from offsite.errors import Fatal
+from offsite.jobs import secrets
+from offsite.log import fields
+from offsite.run import CommandError, run
+
+log = logging.getLogger(__name__)
+
+DIRECTORY = "offsite-recovery"
+README = "RECOVERY.txt"
+_ID = re.compile(r"^id\s*=\s*([0-9a-f]{64})\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One repository as the drive holds it, for RECOVERY.txt."""
+
+    name: str
+    repo_id: str  # borg's repository id ("" if unreadable)
+    encryption: str  # "repokey", "keyfile", "none" or "unknown"
+    key_file: str | None  # the exported key, relative to the recovery directory
+    latest: str | None  # the latest archive's name (None: could not be read)
+    passphrase_from: str  # where the passphrase is kept on the lost machine, for the reader
+
+
+def repository_id(config_text: str) -> str:
+    found = _ID.search(config_text)
+    return found.group(1) if found else ""
+
+
+def text(copies: Sequence[Copied], drive: str, mount: str, borg_version: str, written: float,
+         host: str) -> str:
+    """RECOVERY.txt (pure): what is here and how to restore it, for someone who has only
+    this drive and the passphrases."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(written))
+    lines = [
+        "OFF-SITE BACKUP: HOW TO RESTORE IT",
+        "",
+        f"Written {stamp} by offsite {__version__} ({borg_version}) on {host}, to {drive}.",
+        "This drive holds borg repositories. To restore them you need this drive and the",
+        "passphrases below; nothing else from the lost machine.",
+        "",
+        "What you need to know (kept away from the machine, e.g. on paper):",
+        "- the drive's LUKS passphrase, if the drive is encrypted (offsite's own keyfile",
+        "  stayed on the lost machine: it is not on this drive);",
+        "- each repository's borg passphrase.",
+        "",
+        "Repositories on this drive:",
+    ]
+    for c in copies:
+        lines += [
+            f"- {c.name}: {c.name}/ on the drive, borg repository id {c.repo_id or 'unknown'}",
+            f"  encryption: {c.encryption}; latest archive when written: {c.latest or 'unknown'}",
+            f"  key: {c.key_file or 'none needed (it travels inside the repository)'}",
+            f"  the passphrase was kept at: {c.passphrase_from}",
+        ]
+    lines += [
+        "",
+        "On a new Debian machine, as root (the drive is /dev/sdX; check with lsblk):",
+        "",
+        "  apt install borgbackup cryptsetup",
+        "  cryptsetup open --readonly /dev/sdX offsite   # asks for the LUKS passphrase",
+        "  mkdir -p /mnt/offsite && mount -o ro /dev/mapper/offsite /mnt/offsite",
+        "  (a drive without LUKS: mount -o ro /dev/sdX1 /mnt/offsite)",
+        "  export BORG_BASE_DIR=$(mktemp -d)          # a borg of its own: no old cache, keys",
+        "",
+        "Then for each repository (REPO is its name above):",
+        "",
+        f"  borg key import /mnt/offsite/REPO /mnt/offsite/{DIRECTORY}/keys/REPO.key"
+        "   # keyfile ones",
+        "  borg list --bypass-lock /mnt/offsite/REPO                  # asks for its passphrase",
+        "  (an unencrypted one: export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes first)",
+        "  mkdir -p /srv/restore && cd /srv/restore",
+        "  borg extract --bypass-lock /mnt/offsite/REPO::ARCHIVE      # or a path inside it",
+        "",
+        "The drive stays read-only throughout: nothing is changed on the only copy.",
+        f"offsite's configuration of the lost machine is in {DIRECTORY}/offsite.yaml.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _export_key(repo: Path, name: str, keys: Path) -> tuple[str, str | None]:
+    """(encryption, key file name) of repo; the key exported into keys/ when there is one."""
+    try:
+        exported = run(["borg", "key", "export", "--", str(repo), "-"]).stdout
+    except CommandError as exc:
+        if "not available for unencrypted" in exc.stderr:
+            return "none", None
+        log.warning("the key of repository %s could not be exported: %s", name, exc)
+        return "unknown", None
+    path = keys / f"{name}.key"
+    durable.replace(path, exported, mode=0o600)
+    config = (repo / "config").read_text(errors="replace") if (repo / "config").exists() else ""
+    return ("repokey" if re.search(r"^key\s*=\s*\S", config, re.M) else "keyfile"), \
+        f"keys/{name}.key"
+
+
+def _latest(cfg: Config, name: str, passphrases: dict[str, str]) -> str | None:
+    repo = cfg.repository(name)
+    try:
+        access = secrets.access(repo, passphrases)
+        out = run(["borg", "list", "--last", "1", "--short", "--", str(repo.path)],
+                  env=access.env, fd_secret=access.fd_secret).stdout.strip()
+    except (CommandError, Fatal) as exc:
+        log.warning("the latest archive of repository %s could not be read: %s", name, exc)
+        return None
+    return out or None
+
+
+def write(cfg: Config, job: Job, mount: Path, what: str, passphrases: dict[str, str]) -> None:
+    """Write the recovery set for job's repositories onto the drive mounted at mount."""
+    directory = mount / DIRECTORY
+    keys = directory / "keys"
+    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    copies = []
+    for name in job.repositories:
+        repo = cfg.repository(name)
+        encryption, key_file = _export_key(repo.path, name, keys)
+        config = repo.path / "config"
+        secret = repo.passphrase
+        copies.append(Copied(
+            name, repository_id(config.read_text(errors="replace") if config.exists() else ""),
+            encryption, key_file, _latest(cfg, name, passphrases),
+            f"{secret.source} {secret.where}" if secret else "(no passphrase configured)"))
+    try:
+        borg_version = run(["borg", "--version"]).stdout.strip()
+    except CommandError:
+        borg_version = "borg (version unknown)"
+    durable.replace(directory / "offsite.yaml", cfg.source.read_text(), mode=0o600)
+    durable.replace(directory / README, text(copies, what, str(mount), borg_version, time.time(),
+                                             platform.node()), mode=0o644)
+    durable.fsync_dir(keys)
+    durable.fsync_dir(directory)
+    log.info("%s: recovery notes, keys and configuration written to %s", what, DIRECTORY,
+             extra=fields(job=job.name))
