@@ -31,7 +31,9 @@ DEMO_CONFIG = "demo.yaml"
 DEMO_BORGMATIC = "demo-borgmatic.yaml"
 CONFIG_INSIDE = "/etc/offsite/offsite.yaml"
 BORGMATIC_INSIDE = "/etc/offsite/demo-borgmatic.yaml"
-BORG_ENV = {"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+PASSPHRASE_INSIDE = "/etc/offsite/demo.pass"  # borgmatic's encryption_passcommand reads it
+DEMO_PASSPHRASE = "demo passphrase: keep yours away from the machine"
+BORG_ENV = {"BORG_PASSPHRASE": DEMO_PASSPHRASE}  # the demo's own borg commands
 
 
 def _say(step: str) -> None:
@@ -136,11 +138,12 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     box.plug(box.make_drive("internal", internal.what.removeprefix("UUID="), size_mb=1024))
     box.write(CONFIG_INSIDE, text)
     box.write(BORGMATIC_INSIDE, (resources.files("offsite_lab") / "data" / DEMO_BORGMATIC).read_text())
+    box.write(PASSPHRASE_INSIDE, DEMO_PASSPHRASE + "\n", mode=0o400)
     # the repository exists before the timer's first borgmatic run: made on the internal
     # disk, mounted for a moment where the namespace will mount it for the jobs
     repo = str(cfg.repository("demo").path)
     box.run(["sh", "-c", f"mkdir -p {internal.where} && mount {internal.what} {internal.where} "
-             f"&& borg init --make-parent-dirs --encryption=none -- {repo}; "
+             f"&& borg init --make-parent-dirs --encryption=repokey-blake2 -- {repo}; "
              f"status=$?; umount {internal.where}; exit $status"], env=BORG_ENV)
     for name, size in (("photos.jpg", 1_500_000), ("notes.txt", 20_000)):
         box.run(["sh", "-c", f"mkdir -p /srv/demo-data && head -c {size} /dev/urandom > "
@@ -181,6 +184,18 @@ def _tell(box: sandbox.Sandbox, cfg: Config, text: str, offsite: str, mail: Mail
     time.sleep(0.5)  # the agent's green
     _show("\n".join(e["MESSAGE"] for e in box.entries(f"JOB={job}")))
     _show(f"result: {box.start_results(unit)[-1]}")
+    box.run(["mkdir", "-p", "/mnt/look"])
+    box.run(["mount", "-o", "ro", device, "/mnt/look"])
+    try:
+        page = box.host_path("/mnt/look/offsite-recovery/RECOVERY.txt").read_text()
+        carried = sorted(p.name for p in box.host_path("/mnt/look/offsite-recovery").rglob("*"))
+    finally:
+        box.run(["umount", "/mnt/look"])
+    lines = page.splitlines()
+    listed = lines.index("Repositories on this drive:")
+    _show("the drive also carries offsite-recovery/ (" + ", ".join(carried) + "); its "
+          "RECOVERY.txt says, among the steps to restore on a new machine:\n" +
+          "\n".join(lines[listed:listed + 5]))
 
     _say(f"offsite run {job}: start it by hand and follow it, with its progress line")
     box.run([*inside, "sh", "-c", f"head -c 30000000 /dev/urandom > /tmp/wednesday && "

@@ -14,6 +14,8 @@ def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "job offsite-copy succeeded" in out and "result: done" in out
     assert "safe to remove" in out and "outside: findmnt /backup -> nothing" in out
+    assert "the drive also carries offsite-recovery/ (RECOVERY.txt, demo.key, keys," in out
+    assert "demo: demo/ on the drive, borg repository id " in out
     assert "job backup succeeded" in out and "the repository now holds: vm-" in out
     # the LED, as the emulated BlinkStick was set: blue while copying, green when done, red
     led = [line.split()[-1] for line in out.splitlines() if line.strip().startswith("LED [")]
