@@ -300,6 +300,24 @@ def cmd_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from offsite.jobs import recovery
+
+    def ask(prompt: str) -> str:
+        if args.passphrase_file is not None:
+            return str(args.passphrase_file.read_text().rstrip("\n"))
+        import getpass
+
+        return getpass.getpass(prompt)
+
+    for line in recovery.recover(args.device, ask, args.extract_to, args.archive,
+                                 args.repository or (), args.luks_key_file):
+        print(line)
+    if args.extract_to is None:
+        print("to restore: offsite recover DEVICE --extract-to DIR [--archive NAME]")
+    return 0
+
+
 def cmd_ssh_key(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     job = _job_arg(cfg, args.job)
@@ -544,6 +562,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the repository's name in the configuration")
     bin_option(p)
     p.set_defaults(func=cmd_repo)
+
+    p = sub.add_parser(
+        "recover", parents=[common],
+        help="on any machine: open an off-site drive read-only and list or extract its copies",
+        description="The day the machine is gone: open DEVICE (asking for its LUKS passphrase, "
+        "the slot you keep away from the machine), mount it read-only, give borg a base "
+        "directory of its own (no keys, cache or configuration of this machine), import the "
+        "keys the drive carries, and list each repository's archives (asking for each "
+        "passphrase); with --extract-to, extract the latest archive (or --archive) of each "
+        "into DIR/REPOSITORY. Needs no configuration; nothing on the drive is changed.",
+    )
+    p.add_argument("device", type=Path, help="the drive, e.g. /dev/sdb (or its partition)")
+    p.add_argument("--extract-to", type=Path, metavar="DIR", help="extract into DIR/REPOSITORY")
+    p.add_argument("--archive", help="the archive to extract (default: the latest)")
+    p.add_argument("--repository", action="append", metavar="NAME",
+                   help="only this repository (again for more)")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE",
+                   help="the repositories' passphrase from FILE instead of a prompt")
+    p.add_argument("--luks-key-file", type=Path, metavar="FILE",
+                   help="open the drive with this key instead of a passphrase prompt")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser(
         "ssh-key", parents=[common],

@@ -203,3 +203,35 @@ def test_the_drive_restores_with_nothing_but_itself_and_the_passphrase(sandbox: 
     assert sandbox.run(["borg", "list", "--bypass-lock", REPO], check=False,
                        env={"BORG_BASE_DIR": "/tmp/other", "BORG_PASSPHRASE": PASSPHRASE,
                             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}).returncode != 0
+
+
+def test_offsite_recover_lists_and_extracts_on_the_same_machine_and_on_a_bare_one(
+        sandbox: Sandbox) -> None:
+    make_repository(sandbox, "keyfile-blake2")
+    sandbox.write(CONFIG, json.dumps({
+        "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
+        "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
+    }))
+    offsite(sandbox, "install")
+    device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=64))
+    sandbox.wait_until("the copy", lambda: ("copy", "success") in history(sandbox), 90)
+    sandbox.write("/root/told.pass", PASSPHRASE + "\n", mode=0o400)
+    # on the machine that made the copy (its keys and cache are there: not used)
+    listed = offsite(sandbox, "recover", device, "--passphrase-file", "/root/told.pass").stdout
+    assert "repository main (main on the drive)" in listed and "archives: first" in listed
+    # a bare machine: no configuration, no borg keys or cache
+    sandbox.run(["rm", "-rf", CONFIG, "/root/.config/borg", "/root/.cache/borg"])
+    done = sandbox.run([OFFSITE, "recover", device, "--passphrase-file", "/root/told.pass",
+                        "--extract-to", "/srv/back"]).stdout
+    assert "key imported from offsite-recovery/keys/main.key" in done
+    assert "extracted first into /srv/back/main" in done
+    for i in range(12):
+        original = sandbox.host_path(f"{DATA}/file{i:02d}").read_bytes()
+        assert sandbox.host_path(f"/srv/back/main{DATA}/file{i:02d}").read_bytes() == original
+    sandbox.write("/root/wrong.pass", "guess\n", mode=0o400)
+    refused = sandbox.run([OFFSITE, "recover", device, "--passphrase-file", "/root/wrong.pass"],
+                          check=False)
+    assert refused.returncode == 1 and "wrong passphrase for repository main" in refused.stderr
+    mounts = sandbox.run(["findmnt", "-rn", "-o", "TARGET"]).stdout
+    assert "offsite-recover" not in mounts  # nothing left mounted

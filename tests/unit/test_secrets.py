@@ -107,3 +107,9 @@ def test_borgs_refusal_is_named_for_what_it_is() -> None:
     none = borgjson.passphrase_refused(["NoPassphraseFailure"], "main", "")
     assert none is not None and "no passphrase reached borg" in none[0]
     assert borgjson.passphrase_refused(["RepositoryDoesNotExist"], "main", "") is None
+
+
+def test_a_refusal_after_borgs_own_prompt_is_still_read() -> None:
+    output = ('Enter passphrase for key /r: {"type": "log_message", "message": "can not '
+              'acquire a passphrase", "levelname": "ERROR", "msgid": "NoPassphraseFailure"}\n')
+    assert borgjson.msgids_of(output) == ["NoPassphraseFailure"]

@@ -76,8 +76,11 @@ def passphrase_refused(msgids: list[str], repository: str, source: str) -> tuple
 
 
 def msgids_of(output: str) -> list[str]:
-    """The msgids of borg's error messages in --log-json output (a whole run's)."""
+    """The msgids of borg's error messages in --log-json output (a whole run's); a JSON
+    message may follow a prompt borg wrote without a newline."""
     reader = Reader()
     for line in output.splitlines():
-        reader.feed(line, 0.0)
+        start = line.find('{"type"')
+        if start >= 0:
+            reader.feed(line[start:], 0.0)
     return reader.msgids

@@ -15,14 +15,14 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from offsite import __version__, durable
 from offsite.config.model import Config, Job
 from offsite.errors import Fatal
-from offsite.jobs import secrets
+from offsite.jobs import borgjson, secrets
 from offsite.log import fields
 from offsite.run import CommandError, run
 
@@ -96,6 +96,8 @@ def text(copies: Sequence[Copied], drive: str, mount: str, borg_version: str, wr
         "  borg extract --bypass-lock /mnt/offsite/REPO::ARCHIVE      # or a path inside it",
         "",
         "The drive stays read-only throughout: nothing is changed on the only copy.",
+        "With offsite installed, one command does all of the above:",
+        "  offsite recover /dev/sdX --extract-to /srv/restore   # asks for each passphrase",
         f"offsite's configuration of the lost machine is in {DIRECTORY}/offsite.yaml.",
         "",
     ]
@@ -156,3 +158,117 @@ def write(cfg: Config, job: Job, mount: Path, what: str, passphrases: dict[str, 
     durable.fsync_dir(directory)
     log.info("%s: recovery notes, keys and configuration written to %s", what, DIRECTORY,
              extra=fields(job=job.name))
+
+
+# -- getting it back: `offsite recover` ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """A repository on a drive being recovered."""
+
+    name: str
+    path: Path  # on the read-only mount
+    key: Path | None  # its exported key on the drive, if one was written
+
+
+def repositories_on(mount: Path) -> list[Found]:
+    """The borg repositories at the top of a drive (a copy is DIR -> DIR.offsite/<n>)."""
+    found = []
+    keys = mount / DIRECTORY / "keys"
+    for entry in sorted(mount.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith(".offsite") or entry.name == DIRECTORY:
+            continue
+        if (entry / "config").is_file() and (entry / "data").is_dir():
+            key = keys / f"{entry.name}.key"
+            found.append(Found(entry.name, entry, key if key.is_file() else None))
+    return found
+
+
+def recover(device: Path, ask: Callable[[str], str], extract_to: Path | None = None,
+            archive: str | None = None, only: Sequence[str] = (),
+            luks_key: Path | None = None) -> list[str]:
+    """Open a drive on any machine, read-only, with a borg of its own (no keys, cache or
+    configuration of this machine: it also works on the machine that made the copy), and
+    list each repository's archives; with extract_to, extract archive (default: the
+    latest) of each. ask(prompt) returns a passphrase (a terminal prompt, or a file).
+    Returns the lines to print. Everything is closed and unmounted afterwards."""
+    import secrets as random_names
+    import tempfile
+
+    from offsite.run import interactive
+
+    out: list[str] = []
+    luks = run(["cryptsetup", "isLuks", "--", str(device)], check=False).returncode == 0
+    mapper = f"offsite-recover-{random_names.token_hex(4)}"
+    with tempfile.TemporaryDirectory(prefix="offsite-recover-") as work:
+        mount, base = Path(work) / "drive", Path(work) / "borg"
+        mount.mkdir()
+        base.mkdir(mode=0o700)
+        source = str(device)
+        if luks:
+            argv = ["cryptsetup", "open", "--readonly", *(["--key-file", str(luks_key)]
+                                                          if luks_key else []),
+                    "--", str(device), mapper]
+            if interactive(argv) != 0:  # asks for the drive's passphrase on the terminal
+                raise Fatal(f"{device}: the LUKS passphrase did not open it")
+            source = f"/dev/mapper/{mapper}"
+        try:
+            run(["mount", "-o", "ro,nodev,nosuid,noexec", "--", source, str(mount)])
+            try:
+                found = [f for f in repositories_on(mount) if not only or f.name in only]
+                if not found:
+                    raise Fatal(f"{device} holds no borg repository" +
+                                (f" named {', '.join(only)}" if only else ""))
+                env = {"BORG_BASE_DIR": str(base),
+                       "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+                for repo in found:
+                    out += _recover_one(repo, env, ask, extract_to, archive)
+            finally:
+                run(["umount", "--", str(mount)], check=False)
+        finally:
+            if luks:
+                run(["cryptsetup", "close", mapper], check=False)
+    return out
+
+
+def _recover_one(repo: Found, env: dict[str, str], ask: Callable[[str], str],
+                 extract_to: Path | None, archive: str | None) -> list[str]:
+    from offsite.run import FdSecret
+
+    def borg(*args: str, passphrase: str | None, cwd: Path | None = None) -> str:
+        return run(["borg", "--log-json", *args], env=env, cwd=cwd,
+                   fd_secret=FdSecret(secrets.BORG_FD, passphrase) if passphrase else None,
+                   ).stdout
+
+    out = [f"repository {repo.name} ({repo.path.name} on the drive)"]
+    if repo.key is not None and not re.search(r"^key\s*=\s*\S", (repo.path / "config").read_text(
+            errors="replace"), re.M):
+        borg("key", "import", "--", str(repo.path), str(repo.key), passphrase=None)
+        out.append(f"  key imported from {DIRECTORY}/keys/{repo.key.name}")
+    passphrase: str | None = None
+    try:
+        listed = borg("list", "--bypass-lock", "--short", "--", str(repo.path), passphrase=None)
+    except CommandError as exc:
+        if borgjson.passphrase_refused(borgjson.msgids_of(exc.stderr), repo.name, "") is None:
+            raise Fatal(f"cannot open {repo.name}: {exc}") from exc
+        passphrase = ask(f"Passphrase of repository {repo.name}: ")
+        try:
+            listed = borg("list", "--bypass-lock", "--short", "--", str(repo.path),
+                          passphrase=passphrase)
+        except CommandError as again:
+            refused = borgjson.passphrase_refused(borgjson.msgids_of(again.stderr), repo.name, "")
+            raise Fatal(*(refused or (f"cannot open {repo.name}: {again}",))) from again
+    archives = listed.split()
+    out.append(f"  archives: {' '.join(archives) or 'none'}")
+    if extract_to is not None and archives:
+        chosen = archive or archives[-1]
+        if chosen not in archives:
+            raise Fatal(f"repository {repo.name} has no archive {chosen!r}",
+                        f"its archives: {', '.join(archives)}")
+        target = extract_to / repo.name
+        target.mkdir(parents=True, exist_ok=True)
+        borg("extract", "--bypass-lock", "--", f"{repo.path}::{chosen}", passphrase=passphrase,
+             cwd=target)
+        out.append(f"  extracted {chosen} into {target}")
+    return out
