@@ -17,7 +17,7 @@ from typing import TypeVar
 from offsite import __version__, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
-from offsite.config.model import Config, DriveTrigger, Job, Schedule, Target, TargetType
+from offsite.config.model import Config, DriveTrigger, DriveType, Job, Schedule, Target, TargetType
 from offsite.errors import EXIT_FAILURE, Fatal
 from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, secrets
 from offsite.notify import notices, spool
@@ -40,6 +40,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for job in cfg.jobs:
         print(f"  {job.name}: {job.kind}, {describe_trigger(job)}")
+    from offsite.targets import enroll
+
+    for warning in enroll.drive_warnings([(d.name, d.uuid) for d in cfg.drives
+                                          if d.type is DriveType.LUKS]):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -303,12 +308,18 @@ def cmd_repo(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from offsite.jobs import recovery
 
-    def ask(prompt: str) -> str:
-        if args.passphrase_file is not None:
-            return str(args.passphrase_file.read_text().rstrip("\n"))
+    files: dict[str | None, Path] = {}
+    for given in args.passphrase_file or ():
+        name, _, path = given.rpartition("=")
+        files[name or None] = Path(path)
+
+    def ask(repository: str) -> str:
+        path = files.get(repository, files.get(None))
+        if path is not None:
+            return path.read_text().rstrip("\n")
         import getpass
 
-        return getpass.getpass(prompt)
+        return getpass.getpass(f"Passphrase of repository {repository}: ")
 
     for line in recovery.recover(args.device, ask, args.extract_to, args.archive,
                                  args.repository or (), args.luks_key_file):
@@ -578,8 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="the archive to extract (default: the latest)")
     p.add_argument("--repository", action="append", metavar="NAME",
                    help="only this repository (again for more)")
-    p.add_argument("--passphrase-file", type=Path, metavar="FILE",
-                   help="the repositories' passphrase from FILE instead of a prompt")
+    p.add_argument("--passphrase-file", action="append", metavar="[REPOSITORY=]FILE",
+                   help="a repository's passphrase from FILE instead of a prompt (without "
+                   "REPOSITORY=: for every repository not named otherwise)")
     p.add_argument("--luks-key-file", type=Path, metavar="FILE",
                    help="open the drive with this key instead of a passphrase prompt")
     p.set_defaults(func=cmd_recover)

@@ -191,7 +191,7 @@ def recover(device: Path, ask: Callable[[str], str], extract_to: Path | None = N
     """Open a drive on any machine, read-only, with a borg of its own (no keys, cache or
     configuration of this machine: it also works on the machine that made the copy), and
     list each repository's archives; with extract_to, extract archive (default: the
-    latest) of each. ask(prompt) returns a passphrase (a terminal prompt, or a file).
+    latest) of each. ask(repository) returns its passphrase (a terminal prompt, or a file).
     Returns the lines to print. Everything is closed and unmounted afterwards."""
     import secrets as random_names
     import tempfile
@@ -252,7 +252,7 @@ def _recover_one(repo: Found, env: dict[str, str], ask: Callable[[str], str],
     except CommandError as exc:
         if borgjson.passphrase_refused(borgjson.msgids_of(exc.stderr), repo.name, "") is None:
             raise Fatal(f"cannot open {repo.name}: {exc}") from exc
-        passphrase = ask(f"Passphrase of repository {repo.name}: ")
+        passphrase = ask(repo.name)
         try:
             listed = borg("list", "--bypass-lock", "--short", "--", str(repo.path),
                           passphrase=passphrase)

@@ -86,6 +86,44 @@ def enroll(device: Path, name: str, keyfile: Path | None, passphrase_file: Path 
     tmp.chmod(0o400)
     tmp.replace(backup)
     durable.fsync_dir(header_dir)
+    only_ours = slot_warning(name, backup)
     return (f"drives:\n  {name}:\n    uuid: {uuid}\n    type: luks\n    keyfile: {keyfile}\n"
             f"    mount: {mount}\n# LUKS header backed up to {backup} (keep a copy off the "
-            f"machine too)\n")
+            f"machine too)\n# Keep the passphrase you opened it with away from this machine: "
+            f"with the drive alone, only that opens it\n" +
+            (f"# WARNING: {only_ours}\n" if only_ours else ""))
+
+
+def key_slots(header: Path) -> int | None:
+    """How many key slots a LUKS2 header (a drive, or its backup) has; None if unreadable."""
+    import json
+
+    try:
+        dump = run(["cryptsetup", "luksDump", "--dump-json-metadata", "--", header]).stdout
+        return len(json.loads(dump).get("keyslots", {}))
+    except (CommandError, ValueError, AttributeError):
+        return None
+
+
+def slot_warning(name: str, header: Path) -> str | None:
+    """Why a drive could be opened by the lost machine alone: its header (as backed up at
+    enroll) has offsite's key slot and no other."""
+    if key_slots(header) != 1:
+        return None
+    return (f"drive {name} has no key slot but offsite's keyfile, which stays on this "
+            f"machine: if the machine is lost, nothing opens the drive. Add a passphrase "
+            f"you keep elsewhere: cryptsetup luksAddKey --key-file KEYFILE /dev/sdX, then "
+            f"offsite drive enroll again (for a fresh header backup)")
+
+
+def drive_warnings(drives: list[tuple[str, str]], header_dir: Path = HEADER_DIR) -> list[str]:
+    """For `offsite check`: (name, uuid) of LUKS drives whose header backup shows offsite's
+    slot alone."""
+    found = []
+    for name, uuid in drives:
+        header = header_dir / f"{uuid}.img"
+        if header.exists():
+            warning = slot_warning(name, header)
+            if warning:
+                found.append(warning)
+    return found
