@@ -159,20 +159,27 @@ def test_credentials_are_not_visible_inside_the_backup_namespace(sandbox: Sandbo
 DRIVE = "44444444-5555-6666-7777-888888888888"
 
 
-def test_the_drive_restores_with_nothing_but_itself_and_the_passphrase(sandbox: Sandbox) -> None:
-    """A keyfile repository (its key lives only on this machine) copied to a drive; then a
-    stranger's borg (no keys, no cache, no configuration) restores every file from the
-    drive mounted read-only, with the passphrase alone, by the drive's RECOVERY.txt."""
-    make_repository(sandbox, "keyfile-blake2")
-    sandbox.write(CONFIG, json.dumps({
+def copied_to_a_drive(box: Sandbox) -> tuple[Path, str]:
+    """A keyfile repository (its key lives only on this machine) copied by offsite to a
+    plain drive; (the drive's image inside, its device) with the drive still plugged."""
+    make_repository(box, "keyfile-blake2")
+    box.write(CONFIG, json.dumps({
         "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
         "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
         "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
     }))
-    offsite(sandbox, "install")
-    image = sandbox.make_drive("d1", DRIVE, size_mb=64)
-    device = sandbox.plug(image)
-    sandbox.wait_until("the copy", lambda: ("copy", "success") in history(sandbox), 90)
+    offsite(box, "install")
+    image = box.make_drive("d1", DRIVE, size_mb=64)
+    device = box.plug(image)
+    box.wait_until("the copy", lambda: ("copy", "success") in history(box), 90)
+    return image, device
+
+
+def test_the_drive_restores_with_nothing_but_itself_and_the_passphrase(sandbox: Sandbox) -> None:
+    """A keyfile repository (its key lives only on this machine) copied to a drive; then a
+    stranger's borg (no keys, no cache, no configuration) restores every file from the
+    drive mounted read-only, with the passphrase alone, by the drive's RECOVERY.txt."""
+    image, device = copied_to_a_drive(sandbox)
     sandbox.unplug(device)
     assert PASSPHRASE.encode() not in sandbox.host_path(image).read_bytes()
 
@@ -207,15 +214,7 @@ def test_the_drive_restores_with_nothing_but_itself_and_the_passphrase(sandbox: 
 
 def test_offsite_recover_lists_and_extracts_on_the_same_machine_and_on_a_bare_one(
         sandbox: Sandbox) -> None:
-    make_repository(sandbox, "keyfile-blake2")
-    sandbox.write(CONFIG, json.dumps({
-        "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
-        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
-    }))
-    offsite(sandbox, "install")
-    device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=64))
-    sandbox.wait_until("the copy", lambda: ("copy", "success") in history(sandbox), 90)
+    _, device = copied_to_a_drive(sandbox)
     sandbox.write("/root/told.pass", PASSPHRASE + "\n", mode=0o400)
     # on the machine that made the copy (its keys and cache are there: not used)
     listed = offsite(sandbox, "recover", device, "--passphrase-file", "/root/told.pass").stdout
