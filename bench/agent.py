@@ -28,6 +28,7 @@ from offsite import quantities, unitnames
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
 CONFIG = "/etc/offsite/offsite.yaml"
+SECRET = "/etc/offsite/secrets/main.pass"  # an encrypted repository, as users have
 EMU = STATE_INSIDE  # the tests' emulated BlinkStick
 DRIVE = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 
@@ -61,11 +62,12 @@ def main() -> int:
     plugs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     with sandbox.booted() as box:
         plug_into(box, CONFIG)
-        box.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--",
-                 "/srv/borg/main"])
+        box.write(SECRET, "bench passphrase\n", mode=0o400)
+        box.run(["borg", "init", "--make-parent-dirs", "--encryption=repokey-blake2", "--",
+                 "/srv/borg/main"], env={"BORG_PASSPHRASE": "bench passphrase"})
         box.write(CONFIG, json.dumps({
             "drives": {"d1": {"uuid": DRIVE, "type": "plain", "mount": "/mnt/offsite"}},
-            "repositories": {"main": {"path": "/srv/borg/main"}},
+            "repositories": {"main": {"path": "/srv/borg/main", "passphrase_file": SECRET}},
             "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
         }))
         box.run([str(OFFSITE), "--config", CONFIG, "install"])

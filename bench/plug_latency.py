@@ -23,6 +23,7 @@ from table import Figure, report
 from offsite import escape, unitnames
 
 OFFSITE = Path(sys.prefix) / "bin" / "offsite"
+SECRET = "/etc/offsite/secrets/main.pass"  # an encrypted repository, as users have
 CONFIG = "/etc/offsite/offsite.yaml"
 BARE_UUID = "55555555-6666-7777-8888-999999999999"
 DRIVE_UUID = "66666666-7777-8888-9999-aaaaaaaaaaaa"
@@ -75,11 +76,12 @@ def main() -> int:
 
         # borg wants room for a whole segment (500 MiB) on the source before it commits
         box.plug(box.make_drive("internal", INTERNAL_UUID, size_mb=1024))
+        box.write(SECRET, "bench passphrase\n", mode=0o400)
         box.write(CONFIG, textwrap.dedent(f"""\
             drives:
               d1: {{uuid: {DRIVE_UUID}, type: plain, mount: /mnt/offsite}}
             repositories:
-              main: {{path: /backup/borg/main}}
+              main: {{path: /backup/borg/main, passphrase_file: {SECRET}}}
             jobs:
               copy: {{kind: mirror, repositories: [main], drive: d1}}
             namespace:
@@ -90,8 +92,8 @@ def main() -> int:
         box.systemctl("start", "offsite-namespace.service")
         pid = json.loads(box.run([str(OFFSITE), "--config", CONFIG, "namespace"]).stdout)["pid"]
         box.run(["nsenter", f"--target={pid}", "--mount", "--", "borg", "init",
-                 "--make-parent-dirs", "--encryption=none", "/backup/borg/main"],
-                env={"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"})
+                 "--make-parent-dirs", "--encryption=repokey-blake2", "/backup/borg/main"],
+                env={"BORG_PASSPHRASE": "bench passphrase"})
         unit = unitnames.job_unit("copy", "d1")
         job_start, job_log = measure(box, box.make_drive("d1", DRIVE_UUID), unit, ["JOB=copy"],
                                      "started", "succeeded", plugs)
