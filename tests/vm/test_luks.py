@@ -13,6 +13,18 @@ from .guest import Guest
 CONFIG = "/etc/offsite/offsite.yaml"
 REPO = "/srv/borg/main"
 WEAK = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]  # tests only: fast to open
+SECRET = "/etc/offsite/secrets/main.pass"
+PASSPHRASE = "vm tier passphrase"
+
+
+def encrypted_repository(g: Guest) -> dict[str, str]:
+    """The guest's repository, encrypted as users have it; its settings for the config.
+    borg run by the test itself finds the passphrase in /root/.borg-env."""
+    g.write(SECRET, PASSPHRASE + "\n", mode=0o400)
+    g.write("/root/.borg-env", f"export BORG_PASSPHRASE='{PASSPHRASE}'\n", mode=0o400)
+    g.run(["sh", "-c", f". /root/.borg-env && borg init --make-parent-dirs "
+           f"--encryption=repokey-blake2 -- {REPO}"])
+    return {"path": REPO, "passphrase_file": SECRET}
 
 
 def blank(path: Path, size_mb: int = 96) -> Path:
@@ -53,12 +65,13 @@ def test_a_luks_drive_is_enrolled_plugged_copied_locked_and_unplugged(
     assert g.run(["stat", "-c", "%a", "/etc/offsite/keys/d1.key"]).stdout.strip() == "400"
     g.unplug("d1")
 
-    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
-    g.run(["sh", "-c", f"head -c 200000 /dev/urandom > /srv/one && borg create {REPO}::one /srv/one"])
+    repository = encrypted_repository(g)
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 200000 /dev/urandom > /srv/one && "
+           f"borg create {REPO}::one /srv/one"])
     g.write(CONFIG, json.dumps({
         "drives": {"d1": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d1.key",
                           "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO}},
+        "repositories": {"main": repository},
         "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d1"}},
         "notify": {"led": {"enabled": False}},
     }))
@@ -79,7 +92,8 @@ def test_a_luks_drive_is_enrolled_plugged_copied_locked_and_unplugged(
 
     # a month later: a new archive; only the new data is copied
     g.run(["date", "-s", "+31 days"])
-    g.run(["sh", "-c", f"head -c 50000 /dev/urandom > /srv/two && borg create {REPO}::two /srv/two"])
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 50000 /dev/urandom > /srv/two && "
+           f"borg create {REPO}::two /srv/two"])
     g.plug(image, "d1")
     g.wait_until("the second copy", lambda: runs(g).count(("copy", "success")) == 2, 300)
     record = json.loads(g.run(["cat", f"/var/lib/offsite/drives/{uuid}.json"]).stdout)
@@ -98,11 +112,11 @@ def test_a_drive_whose_keyfile_does_not_open_it_is_never_mounted(
     g.unplug("d2")
     g.run(["sh", "-c", "mkdir -p /etc/offsite/keys && head -c 64 /dev/urandom > "
            "/etc/offsite/keys/wrong.key && chmod 0400 /etc/offsite/keys/wrong.key"])
-    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    repository = encrypted_repository(g)
     g.write(CONFIG, json.dumps({
         "drives": {"d2": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/wrong.key",
                           "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO}},
+        "repositories": {"main": repository},
         "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d2"}},
         "notify": {"led": {"enabled": False}},
     }))
@@ -139,11 +153,11 @@ def test_a_keyfile_on_a_separate_usb_key(guest: Guest, tmp_path: Path) -> None:
     g.run(["sh", "-c", "mkdir -p /media/offsite-key && echo 'UUID=12345678-1234-1234-1234-"
            "123456789abc /media/offsite-key ext4 ro,nofail,noauto,x-systemd.device-timeout=20s "
            "0 0' >> /etc/fstab && systemctl daemon-reload"])
-    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    repository = encrypted_repository(g)
     g.write(CONFIG, json.dumps({
         "drives": {"d3": {"uuid": uuid, "type": "luks", "keyfile": "/media/offsite-key/d3.key",
                           "mount": "/mnt/offsite"}},
-        "repositories": {"main": {"path": REPO}},
+        "repositories": {"main": repository},
         "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d3"}},
         "notify": {"led": {"enabled": False}},
     }))

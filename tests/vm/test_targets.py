@@ -9,7 +9,7 @@ import json
 import time
 
 from .guest import Guest
-from .test_luks import CONFIG, REPO, runs
+from .test_luks import CONFIG, REPO, SECRET, encrypted_repository, runs
 
 OFFSITE = ["offsite", "--config", CONFIG]
 KEY = "/etc/offsite/keys/target.key"
@@ -22,9 +22,9 @@ def _keyfile(g: Guest) -> None:
 
 
 def _repo(g: Guest, size: int) -> None:
-    g.run(["borg", "init", "--make-parent-dirs", "--encryption=none", "--", REPO])
+    encrypted_repository(g)
     g.run(["sh", "-c", f"mkdir -p /srv/data && head -c {size} /dev/urandom > /srv/data/one && "
-           f"borg create {REPO}::one /srv/data"], timeout=600)
+           f". /root/.borg-env && borg create {REPO}::one /srv/data"], timeout=600)
 
 
 def leftovers(g: Guest) -> list[str]:
@@ -75,8 +75,7 @@ def verify_copy(g: Guest) -> tuple[str, int]:
         g.run(["mount", "-o", "ro", "/dev/mapper/offsite-target-cloud", "/mnt/verify"])
         try:
             # a cache of its own: the copy has the source's id and may be older than its cache
-            listing = g.run(["sh", "-c", "BORG_BASE_DIR=$(mktemp -d) "
-                             "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes "
+            listing = g.run(["sh", "-c", ". /root/.borg-env && BORG_BASE_DIR=$(mktemp -d) "
                              "borg list --bypass-lock --short /mnt/verify/main"]).stdout
             size = g.run(["df", "-B1", "--output=size", "/mnt/verify"]).stdout.split()[-1]
             return listing, int(size)
@@ -96,7 +95,7 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
              "keyfile": KEY, "mount": "/mnt/cloud"}
     settings = {
         "targets": {"cloud": cloud},
-        "repositories": {"main": {"path": REPO}},
+        "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
         "jobs": {"cloudcopy": {"kind": "mirror", "repositories": ["main"], "target": "cloud"}},
         "notify": {"email": {"to": ["me@example.org"], "from": "offsite@example.org",
                              "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"}}},
@@ -131,7 +130,8 @@ def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer
 
     # one provider lost its file: the job still copies, degraded, and says so loudly
     g.run(["rm", images[1]])
-    g.run(["sh", "-c", f"head -c 100000 /dev/urandom > /srv/data/two && borg create {REPO}::two "
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 100000 /dev/urandom > /srv/data/two && "
+           f"borg create {REPO}::two "
            "/srv/data/two"])
     assert not start_job(g, unit)
     log = g.run(["journalctl", "-u", unit, "--no-pager"]).stdout
@@ -230,7 +230,7 @@ def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops
     g.write(CONFIG, json.dumps({
         "targets": {"remote": {"type": "nbd", "host": "127.0.0.1", "user": "root",
                                "export": "offsite", "keyfile": KEY, "mount": "/mnt/remote"}},
-        "repositories": {"main": {"path": REPO}},
+        "repositories": {"main": {"path": REPO, "passphrase_file": SECRET}},
         "jobs": {"remotecopy": {"kind": "mirror", "repositories": ["main"],
                                 "target": "remote"}},
         "notify": {"email": {"to": ["me@example.org"], "from": "offsite@example.org",
@@ -258,7 +258,8 @@ def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops
     assert runs(g)[-1] == ("remotecopy", "success")
 
     # the tunnel dies while the job copies: the job fails with a mail, nothing stays mounted
-    g.run(["sh", "-c", f"head -c 30000000 /dev/urandom > /srv/data/big && borg create "
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 30000000 /dev/urandom > /srv/data/big && "
+           f"borg create "
            f"{REPO}::big /srv/data/big"], timeout=600)
     g.run(["systemctl", "start", "--no-block", unit])
     g.wait_until("the copy to begin", lambda: "copying repository" in g.run(
