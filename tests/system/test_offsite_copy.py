@@ -3,6 +3,7 @@ namespace, unmount, record; nothing of it visible outside the namespace."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import textwrap
@@ -200,7 +201,7 @@ def test_a_second_drive_of_the_group_waits_its_turn(sandbox: Sandbox) -> None:
     # (a drive's job may run more than once, e.g. on a late "change" event of its device)
     spans_in_order = sorted((min(v), max(v)) for v in by_pid.values())
     assert len(spans_in_order) >= 2, entries
-    for (_, end), (start, _) in zip(spans_in_order, spans_in_order[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans_in_order):
         assert end <= start, "two copies overlapped"
     for uuid in uuids:
         assert check_drive(sandbox, uuid) == ["first"]
