@@ -456,3 +456,10 @@ def test_names_that_compose_a_unit_name_past_systemds_limit(tmp_path: Path) -> N
         .replace("  copy:", f"  {job}:")
     p = one(tmp_path, text)
     assert p.path == f"jobs.{job}" and "systemd allows 255" in p.message
+
+
+@pytest.mark.parametrize("name", ["agent", "outbox", "stale", "namespace"])
+def test_a_job_cannot_take_the_name_of_offsites_own_units(tmp_path: Path, name: str) -> None:
+    # (a name with '-' cannot: systemd-escape makes unlock-d1 offsite-unlock\x2dd1.service)
+    p = one(tmp_path, GOOD.replace("  nightly:", f"  {name}:"))
+    assert p.path == f"jobs.{name}" and "a unit offsite writes for itself" in p.message
