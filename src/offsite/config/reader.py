@@ -458,7 +458,7 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
         if job is not None:
             jobs.append(job)
             _check_unit_names(m, job)
-            _check_not_taken(m, job, drives, targets)
+            _check_not_taken(m, job)
     rejected = host.calendar_errors([expression for expression, _ in calendars])
     for expression, m in calendars:
         if expression in rejected:
@@ -494,16 +494,13 @@ def _check_unit_names(m: FieldMap, job: Job) -> None:
                 return
 
 
-def _check_not_taken(m: FieldMap, job: Job, drives: dict[str, Drive],
-                     targets: dict[str, Target]) -> None:
+def _check_not_taken(m: FieldMap, job: Job) -> None:
     """A job whose unit would be one of offsite's own (a job named agent) would be silently
     replaced by it and never run. (Names with '-' cannot collide: systemd-escape makes the
     job unlock-d1 offsite-unlock\\x2dd1.service.)"""
     own = {unitnames.AGENT_UNIT, unitnames.NAMESPACE_UNIT, unitnames.OUTBOX_SERVICE,
            unitnames.OUTBOX_TIMER, unitnames.STALE_SERVICE, unitnames.STALE_TIMER,
            unitnames.NOTIFY_TEMPLATE}
-    own |= {unitnames.unlock_unit(d) for d in drives}
-    own |= {u for t in targets for u in (unitnames.target_unit(t), unitnames.tunnel_unit(t))}
     mine = {unitnames.job_unit(job.name, d) for d in job.drives or (None,)}
     mine.add(unitnames.timer_unit(job.name))
     taken = sorted(mine & own)
