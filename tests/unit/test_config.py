@@ -463,3 +463,36 @@ def test_a_job_cannot_take_the_name_of_offsites_own_units(tmp_path: Path, name: 
     # (a name with '-' cannot: systemd-escape makes unlock-d1 offsite-unlock\x2dd1.service)
     p = one(tmp_path, GOOD.replace("  nightly:", f"  {name}:"))
     assert p.path == f"jobs.{name}" and "a unit offsite writes for itself" in p.message
+
+
+@pytest.mark.parametrize(("old", "new", "path", "fragment"), [
+    ("    path: /backup/borg/main", "    path: /", "repositories.main.path", "cannot be /"),
+    ("    path: /backup/borg/main", "    path: /mnt/offsite/main", "repositories.main.path",
+     "overlaps the drive mount point /mnt/offsite"),
+    ("  main:\n    path: /backup/borg/main", "  main:\n    path: /backup/borg/main\n"
+     "  inner:\n    path: /backup/borg/main/sub", "repositories.inner.path",
+     "overlaps repository main"),
+    ("  main:\n", "  offsite-recovery:\n", "repositories.offsite-recovery", "would collide"),
+    ("  main:\n", "  main.offsite:\n", "repositories.main.offsite", "would collide"),
+])
+def test_paths_and_names_that_would_hurt(tmp_path: Path, old: str, new: str, path: str,
+                                          fragment: str) -> None:
+    assert old in GOOD
+    found = problems(tmp_path, GOOD.replace(old, new, 1))
+    assert any(p.path == path and fragment in p.message for p in found), found
+
+
+def test_a_pull_into_root_is_refused(tmp_path: Path) -> None:
+    text = GOOD + ("  vps:\n    kind: pull\n    schedule: daily\n    destination: /\n"
+                   "    source: {host: vps.example.org, paths: [/etc]}\n")
+    p = one(tmp_path, text)
+    assert p.path == "jobs.vps.destination" and "cannot be /" in p.message
+
+
+def test_a_fifo_as_the_configuration_is_refused_not_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "offsite.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(reader.ConfigError, match="not a regular file"):
+        reader.load(fifo)

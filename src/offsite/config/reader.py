@@ -279,6 +279,9 @@ def _read_job(
                    f"did you mean {close[0]!r}?" if close else "define it under repositories:")
     source_map = m.mapping("source") if kind is None or kind is JobKind.PULL else None
     pull = _read_pull(source_map) if source_map is not None else None
+    if v.path("destination") == Path("/"):
+        m.fail("destination", "a pull's holding directory cannot be / (rsync --delete would "
+               "empty the machine into it)", "a directory of its own, e.g. /srv/holding/vps")
     if kind is JobKind.MIRROR and drive is None and target is None:
         m.r.problem(m.node.loc, m.key_path("drive"),
                     "a mirror job needs the drive (or rotation group) it copies to",
@@ -433,8 +436,13 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
     repositories: dict[str, Repository] = {}
     for name, _loc, m in top.named_mappings("repositories"):
         repo = _read_repository(m, name, host)
-        if repo is not None:
+        if name in RESERVED_ON_DRIVE or name.endswith(".offsite"):
+            m.r.problem(m.node.loc, m.path, f"a repository named {name!r} would collide on the "
+                        "drive with what offsite keeps beside the copies",
+                        "give it another name (not ending in .offsite, not offsite-recovery)")
+        elif repo is not None:
             repositories[name] = repo
+    _check_paths(top, drives, repositories)
 
     targets: dict[str, Target] = {}
     for name, _loc, m in top.named_mappings("targets"):
@@ -494,6 +502,36 @@ def _check_unit_names(m: FieldMap, job: Job) -> None:
                 return
 
 
+# On a drive, beside each copy DIR: DIR.offsite/ (its trees) and offsite-recovery/
+RESERVED_ON_DRIVE = ("offsite-recovery", "lost+found")
+
+
+def _check_paths(top: FieldMap, drives: dict[str, Drive],
+                 repositories: dict[str, Repository]) -> None:
+    """No repository is / or holds another, or a drive's mount point: a job's unit makes
+    its repositories writable, and / writable would leave the host unprotected."""
+    mounts = {d.mount for d in drives.values()}
+    seen: list[tuple[str, Path]] = []
+    for name, repo in repositories.items():
+        where = f"repositories.{name}.path"
+        if repo.path == Path("/"):
+            top.r.problem(top.loc("repositories"), where, "a repository cannot be /",
+                          "name the repository's own directory, e.g. /srv/borg/main")
+            continue
+        for other, path in seen:
+            if repo.path == path or repo.path.is_relative_to(path) or path.is_relative_to(
+                    repo.path):
+                top.r.problem(top.loc("repositories"), where, f"{repo.path} overlaps "
+                              f"repository {other} ({path})", "each repository its own directory")
+        for mount in mounts:
+            if mount == repo.path or mount.is_relative_to(repo.path) or \
+                    repo.path.is_relative_to(mount):
+                top.r.problem(top.loc("repositories"), where, f"{repo.path} overlaps the "
+                              f"drive mount point {mount}", "keep repositories off the drives' "
+                              "mount points")
+        seen.append((name, repo.path))
+
+
 def _check_not_taken(m: FieldMap, job: Job) -> None:
     """A job whose unit would be one of offsite's own (a job named agent) would be silently
     replaced by it and never run. (Names with '-' cannot collide: systemd-escape makes the
@@ -524,6 +562,9 @@ def _check_unique(
 def load(path: Path, host: HostChecks | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError (also for an unreadable file)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read
+            raise ConfigError([Problem(path, None, "", "not a regular file",
+                                       "give the path of the YAML file itself")])
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(path, None, "", f"cannot read the file: {exc.strerror}",
