@@ -12,6 +12,7 @@ from offsite_lab import sandbox as sandboxmod
 from tests import tiers
 
 from . import repos
+from .hosttraces import HostTraces
 
 
 def _why_not() -> str | None:
@@ -36,3 +37,11 @@ def sandbox() -> Iterator[sandboxmod.Sandbox]:
     with sandboxmod.booted() as booted:
         repos.write_secret(booted)
         yield booted
+
+
+@pytest.fixture
+def host() -> Iterator[HostTraces]:
+    """The host's traces, taken as the test begins; the canaries go whatever the test did."""
+    taken = HostTraces()
+    yield taken
+    taken.discard()

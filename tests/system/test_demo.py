@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from offsite_lab import demo
 
-from tests.system.test_sandbox import HostTraces
+from tests.system.hosttraces import HostTraces
 
 
-def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    host = HostTraces()
+def test_demo_runs_to_the_end_and_leaves_nothing(capsys: pytest.CaptureFixture[str],
+                                                 host: HostTraces) -> None:
     assert demo.main() == 0
     out = capsys.readouterr().out
     assert "job offsite-copy succeeded" in out and "result: done" in out
