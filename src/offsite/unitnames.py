@@ -21,7 +21,6 @@ OUTBOX_SERVICE = "offsite-outbox.service"
 OUTBOX_TIMER = "offsite-outbox.timer"
 STALE_SERVICE = "offsite-stale.service"
 STALE_TIMER = "offsite-stale.timer"
-UNIT_NAME_MAX = escape.UNIT_NAME_MAX
 
 
 def job_unit(job: str, drive: str | None = None) -> str:

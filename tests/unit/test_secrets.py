@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from offsite.config import reader
-from offsite.config.model import SecretSource
+from offsite.config.model import Passphrase, Repository, SecretSource
+from offsite.errors import Fatal
 from offsite.jobs import borgjson, secrets
+from offsite.run import FdSecret
 from offsite.units import render
 
 from .test_config import GOOD, one, write
@@ -34,7 +36,7 @@ def test_each_source_is_read_and_only_one_is_allowed(tmp_path: Path) -> None:
     secret = cfg.repository("main").passphrase
     assert secret is not None and (secret.source, secret.where) == (SecretSource.FILE, str(key))
     cfg = reader.load(write(tmp_path, with_repo("    passcommand: cat /root/x\n")))
-    assert cfg.repository("main").passphrase == secrets.Passphrase(SecretSource.COMMAND, "cat /root/x")
+    assert cfg.repository("main").passphrase == Passphrase(SecretSource.COMMAND, "cat /root/x")
     p = one(tmp_path, with_repo(f"    passphrase_file: {key}\n    passcommand: cat /root/x\n"))
     assert p.path == "repositories.main.passcommand" and "one place" in p.message
 
@@ -68,26 +70,26 @@ def test_only_the_units_that_open_the_repository_load_its_passphrase(tmp_path: P
 
 
 def test_borg_gets_the_passphrase_on_a_pipe_or_the_command_by_name() -> None:
-    repo = secrets.Repository("main", Path("/r"), None,
-                              secrets.Passphrase(SecretSource.FILE, "/k"))
+    repo = Repository("main", Path("/r"), None,
+                              Passphrase(SecretSource.FILE, "/k"))
     access = secrets.access(repo, {"main": "correct horse"})
-    assert access.env == {} and access.fd_secret == secrets.FdSecret("BORG_PASSPHRASE_FD",
+    assert access.env == {} and access.fd_secret == FdSecret("BORG_PASSPHRASE_FD",
                                                                       "correct horse")
-    with pytest.raises(secrets.Fatal, match="did not reach this job"):
+    with pytest.raises(Fatal, match="did not reach this job"):
         secrets.access(repo, {})
-    command = secrets.Repository("c", Path("/r"), None,
-                                 secrets.Passphrase(SecretSource.COMMAND, "pass show borg"))
+    command = Repository("c", Path("/r"), None,
+                                 Passphrase(SecretSource.COMMAND, "pass show borg"))
     assert secrets.access(command, {}).env == {"BORG_PASSCOMMAND": "pass show borg"}
 
 
 def test_a_borgmatic_configuration_gives_its_own_passphrase_setting(tmp_path: Path) -> None:
     config = tmp_path / "borgmatic.yaml"
     config.write_text("repositories: [{path: /r}]\nencryption_passcommand: cat /root/p\n")
-    repo = secrets.Repository("b", Path("/r"), config,
-                              secrets.Passphrase(SecretSource.BORGMATIC, str(config)))
+    repo = Repository("b", Path("/r"), config,
+                              Passphrase(SecretSource.BORGMATIC, str(config)))
     assert secrets.access(repo, {}).env == {"BORG_PASSCOMMAND": "cat /root/p"}
     config.write_text("storage:\n  encryption_passphrase: 'old style'\n")
-    assert secrets.access(repo, {}).fd_secret == secrets.FdSecret("BORG_PASSPHRASE_FD", "old style")
+    assert secrets.access(repo, {}).fd_secret == FdSecret("BORG_PASSPHRASE_FD", "old style")
 
 
 def test_the_handover_pipe_carries_the_passphrases_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,11 @@ class Copied:
     passphrase_from: str  # where the passphrase is kept on the lost machine, for the reader
 
 
+def is_repokey(config_text: str) -> bool:
+    """Whether a repository's config holds its key (repokey) rather than a keyfile beside borg."""
+    return re.search(r"^key\s*=\s*\S", config_text, re.M) is not None
+
+
 def repository_id(config_text: str) -> str:
     found = _ID.search(config_text)
     return found.group(1) if found else ""
@@ -116,7 +121,7 @@ def _export_key(repo: Path, name: str, keys: Path) -> tuple[str, str | None]:
     path = keys / f"{name}.key"
     durable.replace(path, exported, mode=0o600)
     config = (repo / "config").read_text(errors="replace") if (repo / "config").exists() else ""
-    return ("repokey" if re.search(r"^key\s*=\s*\S", config, re.M) else "keyfile"), \
+    return ("repokey" if is_repokey(config) else "keyfile"), \
         f"keys/{name}.key"
 
 
@@ -242,8 +247,7 @@ def _recover_one(repo: Found, env: dict[str, str], ask: Callable[[str], str],
                    ).stdout
 
     out = [f"repository {repo.name} ({repo.path.name} on the drive)"]
-    if repo.key is not None and not re.search(r"^key\s*=\s*\S", (repo.path / "config").read_text(
-            errors="replace"), re.M):
+    if repo.key is not None and not is_repokey((repo.path / "config").read_text(errors="replace")):
         borg("key", "import", "--", str(repo.path), str(repo.key), passphrase=None)
         out.append(f"  key imported from {DIRECTORY}/keys/{repo.key.name}")
     passphrase: str | None = None

@@ -21,12 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offsite.config.model import Config, Job, Passphrase, Repository, SecretSource
+from offsite.config.model import Config, Job, Repository, SecretSource
 from offsite.errors import Fatal
 from offsite.run import FdSecret
-
-__all__ = ["BorgAccess", "Fatal", "FdSecret", "Passphrase", "Repository", "access", "handover",
-           "loaded", "received"]
 
 HANDOVER = "OFFSITE_PASSPHRASES_FD"  # names the pipe to the re-entered `offsite exec`
 BORG_FD = "BORG_PASSPHRASE_FD"
