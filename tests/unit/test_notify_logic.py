@@ -192,3 +192,35 @@ def test_a_ping_too_old_to_mean_anything_is_dropped(tmp_path: Path) -> None:
 
     assert spool.flush(deliver, 60.0, tmp_path, clock=lambda: 7200.0).failed == 1
     assert spool.entries(tmp_path) == []
+
+
+def test_a_message_that_breaks_delivery_never_holds_up_the_ones_behind_it(tmp_path: Path) -> None:
+    """A ping spooled with a URL urllib cannot send (written by an older offsite, before
+    check refused such URLs) raised out of the outbox, and the failure mail behind it waited."""
+    from offsite.notify import pings
+
+    ping = spool.add_ping("http://127.0.0.1:9/caf\u00e9/start", "", tmp_path, now=100.0)
+    spool.add(mailtext.test(EMAIL, "nas"), ["a@example.org"], tmp_path, now=101.0)
+    mailed: list[str] = []
+
+    def deliver(entry: spool.Entry) -> None:
+        if entry.kind == "ping":
+            pings.send(str(entry.data["url"]), "", 1.0, entry.created, now=150.0)
+        else:
+            mailed.append(entry.subject)
+
+    done = spool.flush(deliver, 60.0, tmp_path, clock=lambda: 150.0)
+    assert (done.sent, done.failed) == (1, 1) and len(mailed) == 1
+    kept = json.loads(ping.read_text())
+    assert kept["attempts"] == 1 and "Error" in kept["last_error"], kept["last_error"]
+
+
+def test_a_job_name_in_a_ping_url_is_quoted() -> None:
+    """(check allows no such name today; the URL is built right whatever the name)"""
+    from offsite.config.model import Config, Healthchecks, Job, JobKind, Notify
+    from offsite.notify import pings
+
+    cfg = Config(Path("/x"), (), (), (), Notify(healthchecks=Healthchecks("https://hc.example")))
+    job = Job(name="a b/c", kind=JobKind.BORG_CHECK, timeout=60.0)
+
+    assert pings.url_for(cfg, job, "failed") == "https://hc.example/a%20b%2Fc/fail"

@@ -124,6 +124,12 @@ def test_unit_value_disarms_specifiers() -> None:
     assert syntax.unit_value("100% done") == "100%% done"
 
 
+def test_unit_value_never_ends_a_line_in_a_backslash() -> None:
+    """(it would join the next setting on; tests/system/test_units.py reads it back)"""
+    assert syntax.unit_value("ends \\") == "ends \\ "
+    assert syntax.unit_value("mid\\dle") == "mid\\dle"
+
+
 def test_path_list_quotes_spaces_and_keeps_optional_prefix() -> None:
     assert syntax.path_list(["-/srv/my repo", "/plain"]) == '-"/srv/my repo" /plain'
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,19 +21,29 @@ from offsite import escape, quantities, unitnames
 from offsite.config.schema import Read, Section, Setting
 from offsite.config.yamlsrc import Loc, MapNode, Node, ScalarNode, SeqNode
 
-NAME_MAX_BYTES = 200
+NAME_MAX = 64
+# The documented character set for names of drives, repositories, jobs and rotation groups
+# (schema.NAME_RULE says the same): ASCII letters and digits, then also - _ and . ; so no
+# name is ".", "..", a path, an option ("-x"), or text a URL, a mail header or a metrics
+# label would need to quote.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+NAME_HINT = ("names become parts of unit names, paths and URLs: ASCII letters and digits, "
+             "then also - _ and ., at most 64 characters")
 
 
 def name_problem(name: str) -> str | None:
-    """Why a job, drive or repository name cannot safely become part of a unit name."""
+    """Why a job, drive or repository name is outside the documented character set, or
+    cannot become part of a unit name."""
     if not name:
         return "a name must not be empty"
-    if "/" in name:
-        return "a name must not contain '/'"
-    if has_control(name):
-        return "a name must not contain control characters (newline, tab, ...)"
-    if len(name.encode("utf-8")) > NAME_MAX_BYTES:
-        return f"a name must be at most {NAME_MAX_BYTES} bytes long"
+    if len(name) > NAME_MAX:
+        return f"a name must be at most {NAME_MAX} characters long (this one has {len(name)})"
+    if not NAME_PATTERN.match(name):
+        if name[0] in "_.-":
+            return f"a name must begin with a letter or a digit: {name!r}"
+        bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c in "_.-")))
+        return f"a name must not contain {bad!r}: {name!r}"
     unit = unitnames.unlock_unit(name)  # the longest unit name made from one name alone
     if len(unit.encode()) > escape.UNIT_NAME_MAX:
         return f"escaped for systemd the name becomes {len(unit)} bytes, over the limit of 255"
@@ -279,7 +290,7 @@ class FieldMap:
             problem = name_problem(name)
             if problem:
                 self.r.problem(entry.key_loc, path, problem,
-                               "names become parts of systemd unit names; use letters, digits, -_.")
+                               NAME_HINT)
                 continue
             if not isinstance(entry.value, MapNode):
                 self.r.problem(entry.value.loc, path,

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Protocol
 
 from offsite import escape, unitnames
-from offsite.config import schema
+from offsite.config import paths, schema
 from offsite.config.fields import (
+    NAME_HINT,
     ConfigError,
     FieldMap,
     Problem,
@@ -55,7 +56,8 @@ from offsite.config.model import (
     Target,
     TargetType,
 )
-from offsite.config.yamlsrc import MapNode, SeqNode, YamlError, parse
+from offsite.config.paths import Place, Role
+from offsite.config.yamlsrc import MAX_BYTES, MapNode, SeqNode, YamlError, parse
 
 __all__ = ["ConfigError", "Problem", "load", "validate"]
 
@@ -99,32 +101,50 @@ def keyfile_problem(path: Path, what: str = "keyfile") -> str | None:
     return None
 
 
+def secret_hint(path: Path, error: str) -> str:
+    """What to do about a keyfile_problem."""
+    if "readable by" in error or "belongs to" in error:
+        return f"chmod 0400 {path}; chown root: {path}"
+    return "name the file that holds it (a regular file, root's own, mode 0400)"
+
+
 class SystemHostChecks:
     """HostChecks against this machine: systemd-analyze for calendars, stat for keyfiles."""
 
     def calendar_errors(self, expressions: Sequence[str]) -> dict[str, str]:
-        """One systemd-analyze call for all expressions; one per expression only if some fail."""
+        """One systemd-analyze call for all expressions, however many fail: it goes on past
+        a bad one, printing "Original form: X" for each it accepts and one line on stderr
+        naming each it refuses."""
         from offsite import run  # deferred: keeps config importable without a process
 
         unique = sorted(set(expressions))
         if not unique:
             return {}
-        argv = ["systemd-analyze", "calendar", "--iterations=1", "--"]
-        if run.run([*argv, *unique], check=False).returncode == 0:
+        result = run.run(["systemd-analyze", "calendar", "--iterations=1", "--", *unique],
+                         check=False)
+        if result.returncode == 0:
             return {}
-        errors = {}
-        for expression in unique:
-            result = run.run([*argv, expression], check=False)
-            if result.returncode != 0:
-                lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
-                errors[expression] = lines[-1] if lines else f"exit code {result.returncode}"
-        return errors
+        return calendar_refusals(unique, result.stdout, result.stderr)
 
     def keyfile_error(self, path: Path) -> str | None:
         return keyfile_problem(path)
 
     def secret_error(self, path: Path, what: str) -> str | None:
         return keyfile_problem(path, what)
+
+
+def calendar_refusals(expressions: Sequence[str], stdout: str, stderr: str) -> dict[str, str]:
+    """The expressions `systemd-analyze calendar` did not accept, each with its reason."""
+    accepted = {line.split("Original form: ", 1)[1] for line in stdout.splitlines()
+                if line.lstrip().startswith("Original form: ")}
+    errors = [line.strip() for line in stderr.splitlines() if line.strip()]
+    out = {}
+    for expression in expressions:
+        if expression in accepted:
+            continue
+        said = [e for e in errors if f"'{expression}'" in e]
+        out[expression] = said[0] if said else "not a calendar expression systemd accepts"
+    return out
 
 
 def _read_drive(m: FieldMap, name: str, host: HostChecks) -> Drive | None:
@@ -135,9 +155,9 @@ def _read_drive(m: FieldMap, name: str, host: HostChecks) -> Drive | None:
     if keyfile is not None and dtype is DriveType.LUKS:
         error = host.keyfile_error(keyfile)
         if error:
-            m.fail("keyfile", error, f"chmod 0400 {keyfile}; chown root: {keyfile}")
+            m.fail("keyfile", error, secret_hint(keyfile, error))
     if rotation is not None and name_problem(rotation):
-        m.fail("rotation", f"rotation group: {name_problem(rotation)}")
+        m.fail("rotation", f"rotation group: {name_problem(rotation)}", NAME_HINT)
         rotation = None
     m.done()
     if uuid is None or dtype is None or mount is None:
@@ -157,7 +177,7 @@ def _read_target(m: FieldMap, name: str, host: HostChecks) -> Target | None:
     if keyfile is not None:
         error = host.keyfile_error(keyfile)
         if error:
-            m.fail("keyfile", error, f"chmod 0400 {keyfile}; chown root: {keyfile}")
+            m.fail("keyfile", error, secret_hint(keyfile, error))
     raid: CloudRaid | None = None
     nbd: NbdRemote | None = None
     if kind is TargetType.CLOUD_RAID:
@@ -209,7 +229,7 @@ def _read_repository(m: FieldMap, name: str, host: HostChecks) -> Repository | N
             error = host.secret_error(Path(where), "passphrase file" if source is
                                       SecretSource.FILE else "credential")
             if error:
-                m.fail(key, error, f"chmod 0400 {where}; chown root: {where}")
+                m.fail(key, error, secret_hint(Path(where), error))
         passphrase = Passphrase(source, where)
     elif borgmatic is not None:
         passphrase = Passphrase(SecretSource.BORGMATIC, str(borgmatic))
@@ -279,9 +299,6 @@ def _read_job(
                    f"did you mean {close[0]!r}?" if close else "define it under repositories:")
     source_map = m.mapping("source") if kind is None or kind is JobKind.PULL else None
     pull = _read_pull(source_map) if source_map is not None else None
-    if v.path("destination") == Path("/"):
-        m.fail("destination", "a pull's holding directory cannot be / (rsync --delete would "
-               "empty the machine into it)", "a directory of its own, e.g. /srv/holding/vps")
     if kind is JobKind.MIRROR and drive is None and target is None:
         m.r.problem(m.node.loc, m.key_path("drive"),
                     "a mirror job needs the drive (or rotation group) it copies to",
@@ -316,13 +333,17 @@ def _read_colors(m: FieldMap) -> tuple[tuple[str, str], ...]:
     return tuple(colors)
 
 
-def _read_smtp(m: FieldMap) -> Smtp | None:
+def _read_smtp(m: FieldMap, host_checks: HostChecks) -> Smtp | None:
     v = read_section(m, schema.SMTP)
     security = v.choice("security", SmtpSecurity) or SmtpSecurity.STARTTLS
     host, username = v.text("host"), v.text("username")
     password_file, ca_file, verify = v.path("password_file"), v.path("ca_file"), v.flag("verify")
     if password_file is not None and not username:
         m.fail("password_file", "a password_file needs a username")
+    elif password_file is not None:
+        error = host_checks.secret_error(password_file, "password file")
+        if error:
+            m.fail("password_file", error, secret_hint(password_file, error))
     if ca_file is not None and not verify:
         m.fail("ca_file", "ca_file is for verifying the server; verify is off")
     if security is SmtpSecurity.NONE and username:
@@ -335,7 +356,7 @@ def _read_smtp(m: FieldMap) -> Smtp | None:
                 v.span("timeout") or 0.0)
 
 
-def _read_email(m: FieldMap) -> Email:
+def _read_email(m: FieldMap, host: HostChecks) -> Email:
     v = read_section(m, schema.EMAIL)
     to, sender = v.texts("to"), v.text("from") or ""
     for address in to:
@@ -344,7 +365,7 @@ def _read_email(m: FieldMap) -> Email:
     if not schema.EMAIL_PATTERN.match(sender):
         m.fail("from", f"{sender!r} is not an email address")
     sm = m.mapping("smtp")
-    smtp = _read_smtp(sm) if sm is not None else None
+    smtp = _read_smtp(sm, host) if sm is not None else None
     if sm is not None and m.has("sendmail"):
         m.fail("sendmail", "choose smtp or sendmail, not both")
     m.done()
@@ -352,9 +373,9 @@ def _read_email(m: FieldMap) -> Email:
                  v.span("retry_every") or 0.0)
 
 
-def _read_notify(m: FieldMap) -> Notify:
+def _read_notify(m: FieldMap, host: HostChecks) -> Notify:
     em = m.mapping("email")
-    email = _read_email(em) if em is not None else None
+    email = _read_email(em, host) if em is not None else None
     led = Led()
     lm = m.mapping("led")
     if lm is not None:
@@ -375,8 +396,12 @@ def _read_notify(m: FieldMap) -> Notify:
     return Notify(email, led, healthchecks)
 
 
-def _read_namespace(m: FieldMap) -> Namespace:
+def _read_namespace(m: FieldMap, places: list[Place]) -> Namespace:
     v = read_section(m, schema.NAMESPACE)
+    record = v.path("path")
+    if record is not None and paths.namespace_record_problem(record):
+        m.fail("path", str(paths.namespace_record_problem(record)),
+               f"the default is {Namespace().path}")
     mounts: list[NamespaceMount] = []
     node = m.get("mounts")
     if node is not None and not isinstance(node, SeqNode):
@@ -391,6 +416,9 @@ def _read_namespace(m: FieldMap) -> Namespace:
             mv = read_section(mm, schema.NAMESPACE_MOUNT)
             mm.done()
             what, where = mv.text("what"), mv.path("where")
+            if where is not None:
+                places.append(Place(where, Role.NAMESPACE_MOUNT, f"namespace.mounts[{i}]",
+                                    mm.key_path("where"), mm.loc("where")))
             if what is not None and where is not None:
                 mounts.append(NamespaceMount(what, where, mv.text("type"), mv.texts("options")))
     m.done()
@@ -403,7 +431,7 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
     try:
         doc = parse(text)
     except YamlError as exc:
-        raise ConfigError([Problem(source, exc.loc, "", str(exc), exc.hint)]) from exc
+        raise ConfigError([Problem(source, exc.loc, exc.path, str(exc), exc.hint)]) from exc
     for key_path, first, again in doc.duplicates:
         key = key_path.rsplit(".", 1)[-1]
         reader.problem(again, key_path, f"{key!r} is defined twice (first at line {first.line})",
@@ -432,6 +460,9 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
             reader.problem(top.loc("drives"), "drives",
                            f"{group!r} names both a drive and a rotation group")
     _check_unique(drive_maps, drives.values(), lambda d: d.uuid, "uuid")
+    places = [Place(d.mount, Role.DRIVE_MOUNT, d.name, drive_maps[d.name].key_path("mount"),
+                    drive_maps[d.name].loc("mount"), share=d.rotation or "")
+              for d in drives.values()]
 
     repositories: dict[str, Repository] = {}
     for name, _loc, m in top.named_mappings("repositories"):
@@ -442,21 +473,18 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
                         "give it another name (not ending in .offsite, not offsite-recovery)")
         elif repo is not None:
             repositories[name] = repo
-    _check_paths(top, drives, repositories)
+            places.append(Place(repo.path, Role.REPOSITORY, name, m.key_path("path"),
+                                m.loc("path")))
 
     targets: dict[str, Target] = {}
     for name, _loc, m in top.named_mappings("targets"):
         target = _read_target(m, name, host)
         if target is not None:
             targets[name] = target
-    mounts = [(d.name, d.mount) for d in drives.values() if d.rotation is None] + \
-        [(t.name, t.mount) for t in targets.values()]
-    seen_mounts: dict[Path, str] = {}
-    for owner, mount in mounts:
-        if mount in seen_mounts:
-            reader.problem(top.loc("targets"), "targets", f"{owner!r} and {seen_mounts[mount]!r} "
-                           f"use the same mount point {mount}", "give each its own")
-        seen_mounts[mount] = owner
+            places.append(Place(target.mount, Role.TARGET_MOUNT, name, m.key_path("mount"),
+                                m.loc("mount")))
+            places += [Place(member, Role.MEMBER, name, m.key_path("members"), m.loc("members"))
+                       for member in (target.raid.members if target.raid else ())]
 
     jobs: list[Job] = []
     calendars: list[tuple[str, FieldMap]] = []
@@ -465,6 +493,9 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
                         top.declared("repositories"), calendars, top.declared("targets"))
         if job is not None:
             jobs.append(job)
+            if job.destination is not None:
+                places.append(Place(job.destination, Role.HOLDING, name,
+                                    m.key_path("destination"), m.loc("destination")))
             _check_unit_names(m, job)
             _check_not_taken(m, job)
     rejected = host.calendar_errors([expression for expression, _ in calendars])
@@ -477,10 +508,13 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
         reader.problem(doc.root.loc, "jobs", "no jobs are defined", "add a jobs: section")
 
     nm = top.mapping("notify")
-    notify = _read_notify(nm) if nm is not None else Notify()
+    notify = _read_notify(nm, host) if nm is not None else Notify()
     sm = top.mapping("namespace")
-    namespace = _read_namespace(sm) if sm is not None else Namespace()
+    namespace = _read_namespace(sm, places) if sm is not None else Namespace()
     top.done()
+    for conflict in paths.conflicts(places):
+        reader.problem(conflict.place.loc, conflict.place.key_path, conflict.message,
+                       conflict.hint)
 
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -497,39 +531,14 @@ def _check_unit_names(m: FieldMap, job: Job) -> None:
             if len(name.encode()) > escape.UNIT_NAME_MAX:
                 with_drive = f" and drive {drive!r}" if drive else ""
                 m.r.problem(m.node.loc, m.path, f"job {job.name!r}{with_drive} make a unit name "
-                            f"of {len(name.encode())} bytes ({name[:40]}...); systemd allows "
-                            f"{escape.UNIT_NAME_MAX}", "shorten the job's or the drive's name")
+                            f"of {len(name.encode())} bytes; systemd allows "
+                            f"{escape.UNIT_NAME_MAX}: {name}",
+                            "shorten the job's or the drive's name (a '-' takes 4 bytes: \\x2d)")
                 return
 
 
 # On a drive, beside each copy DIR: DIR.offsite/ (its trees) and offsite-recovery/
 RESERVED_ON_DRIVE = ("offsite-recovery", "lost+found")
-
-
-def _check_paths(top: FieldMap, drives: dict[str, Drive],
-                 repositories: dict[str, Repository]) -> None:
-    """No repository is / or holds another, or a drive's mount point: a job's unit makes
-    its repositories writable, and / writable would leave the host unprotected."""
-    mounts = {d.mount for d in drives.values()}
-    seen: list[tuple[str, Path]] = []
-    for name, repo in repositories.items():
-        where = f"repositories.{name}.path"
-        if repo.path == Path("/"):
-            top.r.problem(top.loc("repositories"), where, "a repository cannot be /",
-                          "name the repository's own directory, e.g. /srv/borg/main")
-            continue
-        for other, path in seen:
-            if repo.path == path or repo.path.is_relative_to(path) or path.is_relative_to(
-                    repo.path):
-                top.r.problem(top.loc("repositories"), where, f"{repo.path} overlaps "
-                              f"repository {other} ({path})", "each repository its own directory")
-        for mount in mounts:
-            if mount == repo.path or mount.is_relative_to(repo.path) or \
-                    repo.path.is_relative_to(mount):
-                top.r.problem(top.loc("repositories"), where, f"{repo.path} overlaps the "
-                              f"drive mount point {mount}", "keep repositories off the drives' "
-                              "mount points")
-        seen.append((name, repo.path))
 
 
 def _check_not_taken(m: FieldMap, job: Job) -> None:
@@ -561,11 +570,24 @@ def _check_unique(
 
 def load(path: Path, host: HostChecks | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError (also for an unreadable file)."""
+    too_big = ConfigError([Problem(path, None, "", f"larger than {MAX_BYTES // 1024} KiB; a "
+                                   "configuration is a few kilobytes", "is this the right file?")])
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read
-            raise ConfigError([Problem(path, None, "", "not a regular file",
-                                       "give the path of the YAML file itself")])
-        raw = path.read_bytes()
+        # opened without blocking and checked before a byte is read: a FIFO would hang the
+        # read, a device would never end, a huge file would be held in memory whole
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError([Problem(path, None, "", "not a regular file",
+                                           "give the path of the YAML file itself")])
+            if st.st_size > MAX_BYTES:
+                raise too_big
+            raw = os.read(fd, MAX_BYTES + 1)  # at most this, even if the file grows meanwhile
+            if len(raw) > MAX_BYTES:
+                raise too_big
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfigError([Problem(path, None, "", f"cannot read the file: {exc.strerror}",
                                    f"write one at {DEFAULT_PATH} or pass -c FILE")]) from exc

@@ -125,9 +125,11 @@ HOST_KEY = Type("SSH public key", Read.TEXT, pattern=re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}$"),
     bad="{value!r} is not an SSH public key (type and base64)",
     hint="take it from the far side: cat /etc/ssh/ssh_host_ed25519_key.pub")
-URL = Type("http(s) URL", Read.TEXT, pattern=re.compile(r"^https?://\S+$"),
-           bad="{value!r} is not an http(s) URL",
-           hint="write the whole URL, e.g. https://hc-ping.com/UUID; no spaces")
+# printable ASCII only: a space ends the URL, and urllib cannot send other characters
+URL = Type("http(s) URL", Read.TEXT, pattern=re.compile(r"^https?://[!-~]+$"),
+           bad="{value!r} is not an http(s) URL of printable ASCII",
+           hint="write the whole URL, e.g. https://hc-ping.com/UUID; no spaces; "
+                "percent-encode anything else (%C3%A9 for é)")
 EMAIL_PATTERN = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 COLOR = Type("colour", Read.TEXT)  # #rrggbb or a name: checked by the reader (NAMED_COLORS)
 NAMED_COLORS = {
@@ -188,8 +190,8 @@ class Section:
         return tuple(s.key for s in self.settings)
 
 
-NAME_RULE = ("Names become parts of unit names (offsite-NAME.service): letters, digits and "
-             "`-_.`, at most 200 bytes.")
+NAME_RULE = ("Names become parts of unit names (offsite-NAME.service), paths and URLs: ASCII "
+             "letters and digits, then also `-`, `_` and `.`; at most 64 characters.")
 
 DRIVES = Section("drives.NAME", "An external drive that carries the off-site copy. " + NAME_RULE, (
     Setting("uuid", Type("UUID", Read.TEXT, pattern=re.compile(

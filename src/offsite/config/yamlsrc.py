@@ -59,10 +59,12 @@ class MapNode(Node):
 class YamlError(Exception):
     """The file cannot be read as YAML (or as a safe amount of it)."""
 
-    def __init__(self, message: str, loc: Loc | None = None, hint: str = "") -> None:
+    def __init__(self, message: str, loc: Loc | None = None, hint: str = "",
+                 path: str = "") -> None:
         super().__init__(message)
         self.loc = loc
         self.hint = hint
+        self.path = path  # the key path where it was found, when known
 
 
 @dataclass
@@ -109,7 +111,20 @@ def _convert(node: yaml.Node, walk: _Walk, depth: int, path: str = "") -> Node:
         walk.open_nodes.discard(id(node))
 
 
+# The tags a value may carry: what plain YAML resolves to by itself. Anything else (a
+# custom !tag, !!python/..., !!binary, !!set) is refused where it is written.
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+               ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")}
+
+
+def _tag(node: yaml.Node) -> str:
+    return str(node.tag).replace("tag:yaml.org,2002:", "!!")
+
+
 def _convert_node(node: yaml.Node, walk: _Walk, depth: int, path: str) -> Node:
+    if node.tag not in _PLAIN_TAGS:
+        raise YamlError(f"the YAML tag {_tag(node)} is not accepted", _loc(node),
+                        "offsite reads plain values only; remove the tag", path)
     if isinstance(node, yaml.ScalarNode):
         return ScalarNode(_loc(node), _scalar(node), str(node.value))
     if isinstance(node, yaml.SequenceNode):
@@ -127,6 +142,9 @@ def _convert_node(node: yaml.Node, walk: _Walk, depth: int, path: str) -> Node:
                 for key, entry in getattr(converted, "entries", {}).items():
                     merged.setdefault(key, entry)
             continue
+        if key_node.tag not in _PLAIN_TAGS:
+            raise YamlError(f"the YAML tag {_tag(key_node)} is not accepted on a key",
+                            _loc(key_node), "offsite reads plain values only; remove the tag", path)
         if not isinstance(key_node, yaml.ScalarNode):
             walk.bad_keys.append(("a key must be a plain name, not a list or mapping", _loc(key_node)))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from offsite.config.model import Config, Job
@@ -27,7 +28,7 @@ def url_for(cfg: Config, job: Job, event: str) -> str | None:
     if job.healthcheck:
         base = job.healthcheck.rstrip("/")
     elif cfg.notify.healthchecks is not None:
-        base = f"{cfg.notify.healthchecks.url}/{job.name}"
+        base = f"{cfg.notify.healthchecks.url}/{urllib.parse.quote(job.name, safe='')}"
     else:
         return None
     return base + SUFFIX[event]

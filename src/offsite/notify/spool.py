@@ -145,7 +145,14 @@ def flush(deliver: Deliver, base_delay: float, directory: Path = SPOOL_DIR,
                 if not force and entry.due > now:
                     counts.waiting += 1
                     continue
-                if _try(entry, deliver, base_delay, now):
+                try:
+                    sent = _try(entry, deliver, base_delay, now)
+                except Exception as exc:
+                    # entry stays as it was, and the next one is still tried
+                    log.error("%s %r (%s) could not be handled: %s: %s", entry.kind,
+                              entry.subject, entry.path, type(exc).__name__, exc)
+                    sent = False
+                if sent:
                     counts.sent += 1
                 else:
                     counts.failed += 1
@@ -155,7 +162,14 @@ def flush(deliver: Deliver, base_delay: float, directory: Path = SPOOL_DIR,
 def _try(entry: Entry, deliver: Deliver, base_delay: float, now: float) -> bool:
     data = dict(entry.data)
     try:
-        deliver(entry)
+        try:
+            deliver(entry)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            log.error("%s %r (%s): delivering it failed unexpectedly: %s: %s", entry.kind,
+                      entry.subject, entry.path, type(exc).__name__, exc)
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
     except DeliveryError as exc:
         if exc.give_up:
             entry.path.unlink()

@@ -21,8 +21,11 @@ def no_controls(text: str) -> str:
 
 
 def unit_value(text: str) -> str:
-    """A free-text value (Description=): specifiers disarmed."""
-    return no_controls(text).replace("%", "%%")
+    """A free-text value (Description=): specifiers disarmed, and a trailing backslash
+    followed by a space, which systemd drops from the value: written bare at the end of a
+    line it would join the next line (the next setting) onto this one."""
+    out = no_controls(text).replace("%", "%%")
+    return out + " " if out.endswith("\\") else out
 
 
 _PLAIN_ARG = frozenset(
