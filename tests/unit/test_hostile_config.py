@@ -86,6 +86,23 @@ def _secret(name: str, mode: int, uid: int = 0) -> Callable[[Path], None]:
     return make
 
 
+def _config_file(mode: int, uid: int = 0, gid: int = 0) -> Callable[[Path], None]:
+    def make(tmp: Path) -> None:
+        path = tmp / "offsite.yaml"
+        path.touch()
+        os.chown(path, uid, gid)
+        path.chmod(mode)
+    return make
+
+
+def _borgmatic_config(mode: int) -> Callable[[Path], None]:
+    def make(tmp: Path) -> None:
+        path = tmp / "borgmatic.yaml"
+        path.write_text("repositories: []\n")
+        path.chmod(mode)
+    return make
+
+
 def _link_to_public(name: str) -> Callable[[Path], None]:
     """keys/NAME becomes a symlink to a root-owned file others can read."""
     def make(tmp: Path) -> None:
@@ -115,6 +132,9 @@ CASES = [
     Case("path", "destination: /backup/holding/vps", "destination: /usr/../proc/x",
          "jobs.vps.destination", "inside /proc"),
     Case("path", "mount: /mnt/offsite\n", "mount: /\n", "drives.d1.mount", "cannot be /"),
+    Case("path", "mount: /mnt/offsite\n", "mount: //\n", "drives.d1.mount", "cannot be /,"),
+    Case("path", "destination: /backup/holding/vps", "destination: //etc/x",
+         "jobs.vps.destination", "inside /etc"),
     Case("path", "mount: /mnt/offsite\n", "mount: /run/offsite/d1\n", "drives.d1.mount",
          "inside /run"),
     Case("path", "where: /backup", "where: /", "namespace.mounts[0].where", "cannot be at /"),
@@ -220,6 +240,9 @@ CASES = [
     Case("secret", "", "", "notify.email.smtp.password_file", "readable by group or others",
          _secret("smtp.pass", 0o604)),
     Case("secret", "keys/d2.key", "keys/missing.key", "drives.d2.keyfile", "does not exist"),
+    Case("secret", "    passphrase_file: {tmp}/keys/main.pass\n", "    borgmatic_config: "
+         "{tmp}/borgmatic.yaml\n", "repositories.main.borgmatic_config", "writable by others",
+         _borgmatic_config(0o666)),
     Case("secret", "keys/d2.key", "keys", "drives.d2.keyfile", "not a regular file"),
     # --- URLs and addresses
     Case("url", "url: https://hc-ping.com/abc", "url: https://hc-ping.com/a b",
@@ -241,6 +264,9 @@ CASES = [
     Case("file", "  main:\n", "  ? !!python/name:os.system\n  :\n", "repositories",
          "YAML tag !!python/name:os.system"),
     Case("file", "", "# " + "x" * (1 << 20) + "\n", "", "larger than 1024 KiB"),
+    Case("file", "", "", "", "writable by others", _config_file(0o646)),
+    Case("file", "", "", "", "writable by its group", _config_file(0o664, gid=1000)),
+    Case("file", "", "", "", "belongs to uid 1000", _config_file(0o644, uid=1000)),
     Case("file", "jobs:\n", "jobs:\n  nightly: {kind: borg-check}\n", "jobs.nightly",
          "defined twice"),
 ]
@@ -354,3 +380,34 @@ def test_one_bad_schedule_among_many_is_named(tmp_path: Path) -> None:
     found = _load(tmp_path, textwrap.dedent(text))
     assert [p.path for p in found] == ["jobs.bad1.schedule", "jobs.bad2.schedule"]
     assert "'never ever'" in found[0].message and "it's 25:00" in found[1].message
+
+
+ODD_VALUES = ["", "~", "[]", "{}", "[a, b]", "{a: 1}", "true", "-1", "0", "1e999", ".nan", ".inf",
+              "99999999999999999999999999", "0x10", '"a\\u0000b"', '"\\\\"', "'%n'", "'$$'",
+              "2024-01-01", "'..'", "'//'", "'-x'", '"\\u202e"', "'\u00fc'"]
+
+
+def test_any_value_anywhere_is_refused_or_rendered_never_a_traceback(tmp_path: Path) -> None:
+    """Each value of BASE replaced by each odd value (a list, a mapping, null, NaN, a huge
+    number, a NUL, a lone backslash, a specifier...): `check` refuses it with a problem,
+    or the units render; nothing raises anything else."""
+    from offsite.units import render
+
+    _keys(tmp_path)
+    lines = BASE.format(tmp=tmp_path).splitlines()
+    path = tmp_path / "offsite.yaml"
+    tried = rendered = 0
+    for i, line in enumerate(lines):
+        head = line.split(": ", 1)[0] + ": " if ": " in line else None
+        if head is None:
+            continue
+        for value in ODD_VALUES:
+            path.write_text("\n".join([*lines[:i], head + value, *lines[i + 1:]]) + "\n")
+            tried += 1
+            try:
+                cfg = reader.load(path)
+            except reader.ConfigError:
+                continue
+            render.render(cfg, Path("/usr/sbin/offsite"), path)
+            rendered += 1
+    assert tried > 600 and 0 < rendered < tried, (tried, rendered)

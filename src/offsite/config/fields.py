@@ -75,6 +75,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+def normal_path(text: str) -> Path:
+    """An absolute path without . and .. steps, repeated or trailing slashes; a leading //
+    too (POSIX lets normpath keep it, and Path('//') is not Path('/'))."""
+    return Path("/" + os.path.normpath(text).lstrip("/"))
+
+
 def has_control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
@@ -201,7 +207,7 @@ class FieldMap:
         if not text.startswith("/"):
             self.fail(key, f"must be an absolute path, got {text!r}", f"write it as /{text}?")
             return None
-        return Path(os.path.normpath(text))
+        return normal_path(text)
 
     def span(self, key: str, default: float) -> float:
         text = self.text(key)
@@ -429,9 +435,11 @@ def _read_value(m: FieldMap, setting: Setting, variant: str | None, section: Sec
         return seconds
     if kind.read is Read.SIZE:
         size = m.size(key)
-        if size is not None and kind.low is not None and size < kind.low:
-            m.fail(key, f"must be at least {quantities.format_size(int(kind.low))}, got "
-                   f"{m.text(key)!r}", setting.doc)
+        low, high = kind.low or 0, kind.high or math.inf
+        if size is not None and not low <= size <= high:
+            bound = f"at least {quantities.format_size(int(low))}" if size < low else \
+                f"at most {quantities.format_size(int(high))}"
+            m.fail(key, f"must be {bound}, got {m.text(key)!r}", setting.doc)
             return None
         return size
     if kind.read is Read.INTEGER:
@@ -454,6 +462,6 @@ def _read_value(m: FieldMap, setting: Setting, variant: str | None, section: Sec
             if not item.startswith("/"):
                 m.fail(key, f"{item!r} must be an absolute path")
                 continue
-            paths.append(Path(os.path.normpath(item)))
+            paths.append(normal_path(item))
         return tuple(paths)
     raise AssertionError(f"no reader for {kind.read}")  # pragma: no cover

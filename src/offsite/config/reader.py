@@ -83,6 +83,11 @@ class HostChecks(Protocol):
         """Why a file holding a passphrase is unusable or unsafe, or None."""
         ...
 
+    def command_file_error(self, path: Path, what: str) -> str | None:
+        """Why a file root runs commands from (borgmatic's) is unsafe, or None; a file not
+        there yet is borgmatic's to complain about."""
+        ...
+
 
 def keyfile_problem(path: Path, what: str = "keyfile") -> str | None:
     """Why a keyfile (or a passphrase file) is unusable or unsafe, or None."""
@@ -101,9 +106,22 @@ def keyfile_problem(path: Path, what: str = "keyfile") -> str | None:
     return None
 
 
+def writable_problem(st: os.stat_result, path: Path, what: str) -> str | None:
+    """Why a file whose contents root acts on (runs commands from) could be changed by
+    someone other than root, or None. Only asked when offsite runs as root."""
+    if st.st_uid != 0:
+        return f"{what} {path} belongs to uid {st.st_uid}: whoever that is could make root " \
+            "run any command through it"
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0):
+        return f"{what} {path} is writable by {'others' if st.st_mode & 0o002 else 'its group'}" \
+            f" (mode {stat.S_IMODE(st.st_mode):04o}): they could make root run any command " \
+            "through it"
+    return None
+
+
 def secret_hint(path: Path, error: str) -> str:
     """What to do about a keyfile_problem."""
-    if "readable by" in error or "belongs to" in error:
+    if "readable by" in error or "belongs to" in error or "writable by" in error:
         return f"chmod 0400 {path}; chown root: {path}"
     return "name the file that holds it (a regular file, root's own, mode 0400)"
 
@@ -131,6 +149,14 @@ class SystemHostChecks:
 
     def secret_error(self, path: Path, what: str) -> str | None:
         return keyfile_problem(path, what)
+
+    def command_file_error(self, path: Path, what: str) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            return writable_problem(os.stat(path), path, what)
+        except OSError:
+            return None
 
 
 def calendar_refusals(expressions: Sequence[str], stdout: str, stderr: str) -> dict[str, str]:
@@ -233,6 +259,11 @@ def _read_repository(m: FieldMap, name: str, host: HostChecks) -> Repository | N
         passphrase = Passphrase(source, where)
     elif borgmatic is not None:
         passphrase = Passphrase(SecretSource.BORGMATIC, str(borgmatic))
+    if borgmatic is not None:
+        error = host.command_file_error(borgmatic, "borgmatic configuration")
+        if error:
+            m.fail("borgmatic_config", error, secret_hint(borgmatic, error).replace("0400",
+                                                                                  "0600"))
     m.done()
     return Repository(name, path, borgmatic, passphrase) if path is not None else None
 
@@ -583,6 +614,11 @@ def load(path: Path, host: HostChecks | None = None) -> Config:
                                            "give the path of the YAML file itself")])
             if st.st_size > MAX_BYTES:
                 raise too_big
+            unsafe = writable_problem(st, path, "the configuration") if os.geteuid() == 0 \
+                else None
+            if unsafe:  # it names commands root runs (passcommand, a pull's before/after)
+                raise ConfigError([Problem(path, None, "", unsafe,
+                                           f"chown root: {path}; chmod go-w {path}")])
             raw = os.read(fd, MAX_BYTES + 1)  # at most this, even if the file grows meanwhile
             if len(raw) > MAX_BYTES:
                 raise too_big

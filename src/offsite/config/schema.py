@@ -257,7 +257,8 @@ TARGETS = Section(
                 "folder per sync provider; each holds `offsite-NAME.img` and its marker. "
                 "Append folders to grow the set (`offsite target grow`).", required=True,
                 only=("cloud-raid",)),
-        Setting("member_size", Type("size (512M, 20G, 1T)", Read.SIZE, low=32 * 1024**2),
+        Setting("member_size", Type("size (512M, 20G, 1T)", Read.SIZE, low=32 * 1024**2,
+                                     high=64 * 1024**4),
                 "cloud-raid: the size of each image file, at least 32M (LUKS2 alone takes "
                 "16M).", required=True, only=("cloud-raid",)),
         Setting("level", choice(RaidLevel, "5, 6 or 1"), "cloud-raid: the RAID level (RAID6 "
