@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from offsite import __version__, unitnames
+from offsite import __version__, run, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, DriveType, Job, Schedule, Target, TargetType
@@ -118,6 +118,11 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     offsite = _offsite_bin(args)
+    # systemd's stop (KillMode=mixed) reaches only the unit's main process: each of the two
+    # processes below hands it on to its child, so the work inside the namespace (borg,
+    # rsync) gets it too, ends cleanly, and the cleanup after it runs
+    run.forward_stops()
+    entering = False
     try:
         job = execute.find(cfg, args.job)
         passphrases = secrets.received()
@@ -125,11 +130,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
             passphrases = secrets.for_job(cfg, job)
         if not namespace.inside(cfg):
             # Jobs run in the backup namespace: go in, and run this same command there.
+            entering = True
             again: list[str | Path] = [offsite, "--config", cfg.source, "exec"]
             again += ["--drive", args.drive] if args.drive else []
             return namespace.reenter(cfg, [*again, "--", args.job],
                                      secrets.handover(passphrases))
         return execute.execute(cfg, args.job, args.drive, offsite, passphrases=passphrases)
+    except run.Stopped as stop:
+        if not entering:  # (the process inside has said it)
+            logger.warning("job %s stopped (%s) before it finished", args.job, stop.signal_name,
+                           extra=logmod.fields(job=args.job))
+            execute.tell_hook(stopped=stop.signal_name)
+        run.die_of(stop.signum)
+        raise
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))

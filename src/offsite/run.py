@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,78 @@ class CommandError(Exception):
         super().__init__(message)
         self.returncode = returncode
         self.stderr = stderr
+
+
+class Stopped(Exception):
+    """This process was asked to stop (systemd's SIGTERM on `systemctl stop`, a pulled drive
+    or a timeout). The running child was handed the same signal and has ended; raised
+    once, so cleanup after it (unmounting, a pull's `after`) may still run commands."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"asked to stop ({self.signal_name})")
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_children: dict[subprocess.Popen[Any], str] = {}  # started here, not yet waited for: its name
+_stop: int | None = None  # the signal that asked us to stop, once one has
+_stop_raised = False
+
+
+def forward_stops() -> None:
+    """From now on a stop signal is handed on to the running child (so borg releases its
+    lock and rsync ends cleanly) and, once that child has ended, raised here as Stopped;
+    with no child running, it is raised at once. Without this Python would die on SIGTERM
+    and leave its children to systemd's SIGKILL."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_stop)
+
+
+def stopping() -> bool:
+    """Whether a stop was asked for (cleanup keeps its own work short then)."""
+    return _stop is not None
+
+
+def _on_stop(signum: int, _frame: object) -> None:
+    global _stop, _stop_raised
+    first = _stop is None
+    _stop = signum
+    children = list(_children)
+    for proc in children:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+    if first:
+        told = ", ".join(f"{_children.get(p, '?')} (pid {p.pid})" for p in children)
+        log.warning("asked to stop (%s)%s", signal.Signals(signum).name,
+                    f"; passed on to {told}" if told else "")
+    if not children and not _stop_raised:
+        _stop_raised = True
+        raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _tracked(proc: subprocess.Popen[Any]) -> Iterator[None]:
+    """proc is one a stop signal is handed to until it has been waited for; after it,
+    the stop (if one came) is raised."""
+    global _stop_raised
+    _children[proc] = Path(str(proc.args[0] if isinstance(proc.args, list | tuple)
+                                   else proc.args)).name
+    try:
+        yield
+    finally:
+        _children.pop(proc, None)
+    if _stop is not None and not _stop_raised:
+        _stop_raised = True
+        raise Stopped(_stop)
+
+
+def die_of(signum: int) -> None:
+    """End this process by signum, as if it had never been caught: systemd then sees a
+    service stopped by its own stop signal, not one that failed."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum)  # (not reached for TERM, INT, HUP)
 
 
 @dataclass(frozen=True)
@@ -143,29 +216,37 @@ def run(
     log.debug("running %s", shown)
     try:
         with _secret_pipe(fd_secret) as (secret_env, fds):
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 args,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
                 env=child_env({**(env or {}), **secret_env}),
                 cwd=cwd,
-                timeout=timeout,
-                check=False,
                 pass_fds=fds,
             )
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {shown}: {args[0]} is not installed or not on PATH") from exc
     except PermissionError as exc:
         raise CommandError(f"cannot run {shown}: {exc.strerror}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(f"{shown} did not finish within {timeout:g} s and was killed") from exc
-    result = Result(args, proc.returncode, proc.stdout, proc.stderr)
+    with _tracked(proc):
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise CommandError(f"{shown} did not finish within {timeout:g} s and was killed") \
+                from exc
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    result = Result(args, proc.returncode, stdout, stderr)
     if check and proc.returncode not in set(ok_codes):
-        stderr = mask(proc.stderr)
-        detail = _tail(stderr or mask(proc.stdout))
+        stderr = mask(result.stderr)
+        detail = _tail(stderr or mask(result.stdout))
         message = f"{shown} failed with exit code {proc.returncode}"
         if detail:
             message += ":\n" + detail
@@ -180,10 +261,17 @@ def interactive(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None,
     log.debug("running interactively %s", describe(args))
     try:
         with _secret_pipe(fd_secret) as (secret_env, fds):
-            return subprocess.call(args, env=child_env({**(env or {}), **secret_env}),
-                                   pass_fds=fds)
+            proc = subprocess.Popen(args, env=child_env({**(env or {}), **secret_env}),
+                                    pass_fds=fds)
     except FileNotFoundError as exc:
         raise CommandError(f"cannot run {describe(args)}: {args[0]} is not installed") from exc
+    with _tracked(proc):
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
 
 
 @contextlib.contextmanager
@@ -234,19 +322,20 @@ def lines(
     timer = threading.Timer(timeout, proc.kill) if timeout else None
     if timer:
         timer.start()
-    try:
-        assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
-        for raw in proc.stdout:
-            line = mask(raw.rstrip("\n"))
-            tail.append(line)
-            on_line(line)
-        proc.wait()
-    finally:
-        if timer:
-            timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
+    with _tracked(proc):
+        try:
+            assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
+            for raw in proc.stdout:
+                line = mask(raw.rstrip("\n"))
+                tail.append(line)
+                on_line(line)
             proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     if timer and not timer.is_alive() and proc.returncode == -signal.SIGKILL:
         raise CommandError(f"{shown} did not finish within {timeout:g} s and was killed")
     result = Result(args, proc.returncode, "", "\n".join(tail))

@@ -17,3 +17,13 @@ def history(box: Sandbox) -> list[tuple[str, str]]:
                    "    print(r.job, r.result)"]).stdout
     return [(job, result) for job, result in (line.split() for line in out.splitlines())
             if result != "None"]
+
+
+def runs(box: Sandbox, job: str) -> list[tuple[str, str]]:
+    """(result, detail) of every finished run of job, oldest first."""
+    out = box.run([PYTHON, "-c", "import sys\nfrom offsite.notify import history\n"
+                   "for r in reversed(history.runs(limit=100000)):\n"
+                   "    if r.job == sys.argv[1] and r.result is not None:\n"
+                   "        print(r.result, r.detail or '', sep='\\t')", job]).stdout
+    return [(result, detail) for result, detail in (line.split("\t", 1)
+                                                    for line in out.splitlines())]

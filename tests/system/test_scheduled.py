@@ -18,7 +18,7 @@ from offsite import unitnames
 from offsite.run import Result
 
 from . import repos
-from .records import history
+from .records import history, runs
 from .servers import SmtpServer, free_port, wait_for
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
@@ -151,6 +151,27 @@ def test_after_runs_when_the_copy_fails(sandbox: Sandbox, far_side: int) -> None
     assert sandbox.host_path(f"{FAR}/log").read_text() == "before\nafter\n"
     assert history(sandbox)[-1] == ("vps", "failed")
     assert any(f"pulling 127.0.0.1:{FAR}/gone failed" in m for m in messages(sandbox, "vps"))
+
+
+def test_a_stop_reaches_the_far_side_command_and_after_still_runs(sandbox: Sandbox,
+                                                                  far_side: int) -> None:
+    host_key = sandbox.host_path(f"{T}/host_key.pub").read_text().split(" ")[:2]
+    cfg = pull_config(far_side, " ".join(host_key), [f"{FAR}/data"])
+    cfg["jobs"]["vps"]["source"]["before"] = "sleep 600"  # a container stopping, say
+    install(sandbox, cfg)
+    authorize(sandbox)
+    unit = unitnames.job_unit("vps")
+    sandbox.systemctl("start", "--no-block", "--", unit)
+    wait_for("the far side's before command", lambda: any(
+        "on 127.0.0.1: sleep 600" in m for m in messages(sandbox, "vps")), 60)
+    sandbox.systemctl("stop", "--", unit)
+    wait_for("the stop to be recorded", lambda: any(j == "vps" for j, _ in history(sandbox)), 60)
+    assert sandbox.host_path(f"{FAR}/log").read_text() == "after\n"
+    journal = sandbox.journal(unit=unit)
+    assert "asked to stop (SIGTERM); passed on to ssh" in journal, journal
+    result, detail = runs(sandbox, "vps")[-1]
+    assert result == "interrupted" and "stopped by hand" in detail, detail
+    assert "ended cleanly" in detail, detail
 
 
 def borgmatic_setup(box: Sandbox) -> None:

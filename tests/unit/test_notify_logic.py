@@ -224,3 +224,26 @@ def test_a_job_name_in_a_ping_url_is_quoted() -> None:
     job = Job(name="a b/c", kind=JobKind.BORG_CHECK, timeout=60.0)
 
     assert pings.url_for(cfg, job, "failed") == "https://hc.example/a%20b%2Fc/fail"
+
+
+@pytest.mark.parametrize(("service_result", "gone", "down", "words"), [
+    ("timeout", False, False, "it ran out of time (timeout 6h)"),
+    ("success", True, False, "its drive was pulled out"),
+    ("success", False, True, "the machine is shutting down"),
+    ("success", False, False, "stopped by hand (systemctl stop)"),
+])
+def test_why_a_run_was_stopped(service_result: str, gone: bool, down: bool, words: str) -> None:
+    from offsite.notify import outcome
+
+    assert outcome.stop_reason(service_result, gone, down, "6h").startswith(words)
+
+
+def test_a_stopped_run_says_whether_its_work_ended_cleanly() -> None:
+    from offsite.notify import outcome
+
+    interrupted = outcome.from_service("success", "killed", "TERM")
+    assert interrupted.result == "interrupted"
+    clean = outcome.stopped(interrupted, "its drive was pulled out", clean=True)
+    assert clean == outcome.Outcome("interrupted", "stopped: its drive was pulled out; its "
+                                    "work was told to stop and ended cleanly")
+    assert outcome.stopped(interrupted, "x", clean=False).detail == "stopped: x; its work was killed"

@@ -133,3 +133,36 @@ def test_a_secret_reaches_the_child_on_a_pipe_and_nowhere_else() -> None:
         run.run([sys.executable, "-c", script + "\nsys.exit(3)"],
             fd_secret=FdSecret("SECRET_FD", "hunter2"))
     assert "hunter2" not in str(info.value)  # what the child printed is masked in the error
+
+
+def test_a_stop_reaches_the_running_child_and_is_raised_once_it_has_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM to us (systemd stopping the job): the child gets it too, ends as it likes
+    (its trap runs), and only then Stopped is raised; cleanup may still run commands."""
+    import os
+    import signal
+    import threading
+
+    monkeypatch.setattr(run, "_stop", None)  # (the module's state goes back afterwards)
+    monkeypatch.setattr(run, "_stop_raised", False)
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    script = f"trap 'echo TERM > {got}; kill $!; exit 3' TERM; touch {ready}; sleep 30 & wait"
+
+    def stop_us_when_ready() -> None:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    saved = {s: signal.getsignal(s) for s in run.STOP_SIGNALS}
+    try:
+        run.forward_stops()
+        threading.Thread(target=stop_us_when_ready, daemon=True).start()
+        with pytest.raises(run.Stopped) as info:
+            run.run(["sh", "-c", script])
+        assert info.value.signal_name == "SIGTERM" and run.stopping()
+        assert got.read_text() == "TERM\n"
+        assert run.run(["true"]).returncode == 0  # raised once: cleanup goes on
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
-from offsite import state, unitnames
+from offsite import quantities, state, unitnames
 from offsite.config.model import Config, Job
+from offsite.errors import Fatal
 from offsite.log import fields
 from offsite.notify import history, metrics, notices
+from offsite.notify import outcome as outcome_mod
 from offsite.notify.outcome import from_service
+from offsite.targets import devices
+from offsite.units import systemd
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +39,29 @@ def start(cfg: Config, job: Job, drive: str | None) -> None:
     notices.queue_ping(cfg, job, "start")
 
 
+def _shutting_down() -> bool:
+    try:
+        return systemd.system_state() == "stopping"
+    except Fatal as exc:
+        log.warning("cannot ask systemd whether the machine is shutting down: %s", exc)
+        return False
+
+
+def _stop_reason(cfg: Config, job: Job, drive: str | None, service_result: str) -> str:
+    gone = drive is not None and not Path(devices.drive_device(cfg.drive(drive))).exists()
+    return outcome_mod.stop_reason(service_result, gone, not gone and _shutting_down(),
+                                   quantities.format_span(job.timeout))
+
+
 def finish(cfg: Config, job: Job, drive: str | None) -> history.Run | None:
-    outcome = from_service(os.environ.get("SERVICE_RESULT", ""), os.environ.get("EXIT_CODE", ""),
+    service_result = os.environ.get("SERVICE_RESULT", "")
+    outcome = from_service(service_result, os.environ.get("EXIT_CODE", ""),
                            os.environ.get("EXIT_STATUS", ""))
     invocation = _invocation()
     summary = state.read(state.run_summary_file(invocation)) if invocation else {}
+    if outcome.result == "interrupted" or service_result == "timeout":
+        outcome = outcome_mod.stopped(outcome, _stop_reason(cfg, job, drive, service_result),
+                                      clean="stopped" in summary)
     nbytes = summary.get("bytes")
     error = summary.get("error")
     detail = f"{outcome.detail}: {error}" if outcome.failed and error else outcome.detail

@@ -15,11 +15,13 @@ from offsite.config.model import Job
 from offsite.errors import Fatal
 from offsite.jobs import pullkeys
 from offsite.log import fields
-from offsite.run import CommandError, lines
+from offsite.run import CommandError, Stopped, lines
 
 log = logging.getLogger(__name__)
 
 RSYNC_WARNING = 24  # some source files vanished during the copy: a warning, not a failure
+# `after` on a stop: within the unit's TimeoutStopSec= (2 min), before systemd's SIGKILL
+AFTER_A_STOP = 90.0
 
 
 def rsync_argv(job: Job, cap: pullkeys.Capability, target: Path) -> list[str]:
@@ -35,13 +37,13 @@ def target_dir(destination: Path, remote_path: str) -> Path:
     return destination / remote_path.strip("/")
 
 
-def _remote(job: Job, cap: pullkeys.Capability) -> None:
+def _remote(job: Job, cap: pullkeys.Capability, timeout: float | None = None) -> None:
     assert job.pull is not None  # noqa: S101 - pull jobs only
     log.info("on %s: %s", job.pull.host, cap.command, extra=fields(job=job.name))
     try:
         lines([*pullkeys.ssh_command(job, cap), job.pull.host],
               lambda line: log.info("%s: %s", cap.name, line, extra=fields(job=job.name)),
-              timeout=job.timeout)
+              timeout=timeout or job.timeout)
     except CommandError as exc:
         raise Fatal(f"the {cap.name!r} command on {job.pull.host} failed: {exc}") from exc
 
@@ -63,6 +65,7 @@ def pull(job: Job) -> bool:
     by_name = {c.name: c for c in caps}
     warned = False
     failed: Fatal | None = None
+    stopped: Stopped | None = None
     try:
         if "before" in by_name:
             _remote(job, by_name["before"])
@@ -71,14 +74,18 @@ def pull(job: Job) -> bool:
                 warned |= _copy(job, cap, target_dir(destination, cap.path))
     except Fatal as exc:
         failed = exc
-    if "after" in by_name:  # however the copy ended
+    except Stopped as exc:  # (rsync or ssh got the stop and ended)
+        stopped = exc
+    if "after" in by_name:  # however the copy ended, a stop too
         try:
-            _remote(job, by_name["after"])
+            _remote(job, by_name["after"], AFTER_A_STOP if stopped else job.timeout)
         except Fatal as exc:
-            if failed is None:
+            if failed is None and stopped is None:
                 failed = exc
             else:
                 log.error("%s", exc, extra=fields(job=job.name))
+    if stopped is not None:
+        raise stopped
     if failed is not None:
         raise failed
     return warned

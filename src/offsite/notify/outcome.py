@@ -52,3 +52,22 @@ def from_service(service_result: str, exit_code: str, exit_status: str) -> Outco
         return Outcome("failed", f"killed by signal {signal}"
                        + (" (core dumped)" if exit_code == "dumped" else ""))
     return Outcome("failed", service_result or "failed for an unknown reason")
+
+
+def stop_reason(service_result: str, drive_gone: bool, shutting_down: bool,
+                timeout: str) -> str:
+    """Why systemd stopped a run before it finished, from what the stop hook can see."""
+    if service_result == "timeout":
+        return f"it ran out of time (timeout {timeout})"
+    if drive_gone:
+        return "its drive was pulled out"
+    if shutting_down:
+        return "the machine is shutting down"
+    return "stopped by hand (systemctl stop) or with a unit it needs"
+
+
+def stopped(outcome: Outcome, reason: str, clean: bool) -> Outcome:
+    """The outcome of a run systemd stopped, saying why and how its work ended: told to
+    stop (borg released its lock, a pull's `after` ran), or killed."""
+    how = "its work was told to stop and ended cleanly" if clean else "its work was killed"
+    return Outcome(outcome.result, f"stopped: {reason}; {how}")

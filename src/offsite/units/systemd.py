@@ -175,6 +175,15 @@ def properties(unit: str, interface: str = "Unit") -> dict[str, Any]:
     return _sync(lambda bus: bus.unit_properties(unit, f"{SYSTEMD}.{interface}"))
 
 
+def system_state() -> str:
+    """The manager's SystemState: running, degraded, stopping (shutting down), ..."""
+    async def work(bus: Bus) -> str:
+        (value,) = await bus.call("Get", "ss", [MANAGER, "SystemState"], interface=PROPERTIES)
+        return str(value.value)
+
+    return _sync(work)
+
+
 def active_states(units: Sequence[str]) -> dict[str, str]:
     """ActiveState of each unit ("inactive" for a unit systemd does not have loaded)."""
     async def work(bus: Bus) -> dict[str, str]:
