@@ -291,11 +291,17 @@ def cmd_notify(args: argparse.Namespace) -> int:
         found = notices.check_stale(cfg)
         print(f"{len(found)} stale: " + ", ".join(i.what for i in found) if found else "nothing stale")
     elif args.action == "test":
-        done = notices.test_mail(cfg)
-        if done.failed:
-            raise Fatal("the test mail was not sent (the journal and the line above say why); "
-                        "it stays in the spool", "offsite notify spool; offsite notify flush --now")
-        print("test mail sent to " + ", ".join(cfg.notify.email.to if cfg.notify.email else ()))
+        # through the installed outbox unit when there is one: the way every mail goes
+        unit = Path("/") / install.UNIT_DIR / unitnames.OUTBOX_SERVICE
+        through = unit.exists() and os.geteuid() == 0 and not args.here
+        why = notices.test_mail(cfg, through_unit=through)
+        if why is not None:
+            raise Fatal(f"the test mail was not sent: {why}; it stays in the spool",
+                        "offsite notify spool; journalctl -u offsite-outbox.service; "
+                        "offsite notify flush --now")
+        by = f" by {unitnames.OUTBOX_SERVICE}" if through else ""
+        print("test mail sent to " + ", ".join(cfg.notify.email.to if cfg.notify.email else ())
+              + by)
     else:  # spool
         for entry in spool.entries():
             error = entry.data.get("last_error") or "not tried yet"
@@ -568,9 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
         "service runs; status, this run's journal, failures in a row). flush: send the "
         "spooled mail that is due (--now: all of it; what offsite-outbox.service runs). stale: "
         "alert about drives without a recent copy and jobs without a recent success (daily, "
-        "offsite-stale.timer). test: send a test mail now. spool: list what waits in the spool.",
+        "offsite-stale.timer). test: send a test mail now, through offsite-outbox.service "
+        "as every mail goes (--here: from this process). spool: list what waits in the spool.",
     )
     p.add_argument("action", choices=["failure", "flush", "stale", "test", "spool"])
+    p.add_argument("--here", action="store_true",
+                   help="test: send from this process, not through offsite-outbox.service")
     p.add_argument("unit", nargs="?", help="failure: the failed unit")
     p.add_argument("--now", action="store_true", help="flush: try every message, due or not")
     p.set_defaults(func=cmd_notify)

@@ -191,3 +191,73 @@ def test_a_keyfile_on_a_separate_usb_key(guest: Guest, tmp_path: Path) -> None:
     assert "/mnt/offsite" not in g.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.split()
     assert runs(g).count(("copy", "success")) == 1
     g.unplug("d3")
+
+
+def _last_run(g: Guest, job: str) -> tuple[str, str] | None:
+    out = g.run(["/opt/offsite/venv/bin/python", "-c", "import sys\n"
+                 "from offsite.notify import history\n"
+                 "done = [r for r in history.runs(limit=1000) if r.job == sys.argv[1] and r.result]\n"
+                 "print(done[0].result, done[0].detail or '', sep='\\t') if done else None", job])
+    line = out.stdout.strip()
+    return (line.split("\t", 1)[0], line.split("\t", 1)[1]) if line else None
+
+
+# the copy itself (not `borg with-lock`, whose argv names it too) once the source is locked
+FREEZE_THE_COPY = (
+    "for i in $(seq 1200); do "
+    "pid=$(pgrep -f 'python[0-9.]* [^ ]*/offsite mirror-copy' | head -n1); "
+    f"if [ -n \"$pid\" ] && ls {REPO}/lock.* >/dev/null 2>&1; then kill -STOP $pid; echo $pid; "
+    "exit 0; fi; sleep 0.1; done; exit 1")
+
+
+def test_a_drive_pulled_out_mid_copy(guest: Guest, tmp_path: Path) -> None:
+    """Pulled out while the copy writes (frozen there, so the pull lands mid-copy however
+    slow the guest is): the job is stopped by systemd, borg's with-lock gets the stop and
+    lets go of the source, nothing stays mounted or mapped, the run is recorded as pulled
+    out, and the next plug finishes a copy borg accepts."""
+    g = guest
+    image = blank(tmp_path / "d4.img", 160)
+    device = luks_drive(g, image, "d4", "a passphrase")
+    out = g.run(["offsite", "drive", "enroll", device, "--name", "d4",
+                 "--passphrase-file", "/root/d4.pass"]).stdout
+    uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+    g.unplug("d4")
+    repository = encrypted_repository(g)
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 40000000 /dev/urandom > /srv/big && "
+           f"borg create --compression=none {REPO}::big /srv/big && rm /srv/big"], timeout=600)
+    g.write(CONFIG, json.dumps({
+        "drives": {"d4": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d4.key",
+                          "mount": "/mnt/offsite"}},
+        "repositories": {"main": repository},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d4"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+
+    g.plug(image, "d4")
+    caught = g.run(["sh", "-c", FREEZE_THE_COPY], timeout=300, check=False)
+    assert caught.returncode == 0, g.run(["journalctl", "--no-pager", "-o", "cat", "-u",
+                                          "offsite-copy@d4.service"]).stdout
+    frozen = caught.stdout.strip()
+    g.unplug("d4")
+    g.wait_until("the stopped run to be recorded", lambda: _last_run(g, "copy") is not None, 180)
+    g.run(["kill", "-CONT", frozen], check=False)  # (borg has killed it; if not, it may go)
+    result, detail = _last_run(g, "copy") or ("", "")
+    assert result == "interrupted" and "its drive was pulled out" in detail, (result, detail)
+    journal = g.run(["journalctl", "--no-pager", "-o", "cat", "-u", "offsite-copy@d4.service"]).stdout
+    assert "asked to stop (SIGTERM); passed on to borg" in journal, journal
+    mapper = f"/dev/mapper/offsite-{uuid}"
+    g.wait_until("the mapping to go", lambda: g.run(["test", "-e", mapper],
+                                                    check=False).returncode != 0, 60)
+    holder = json.loads(g.run(["offsite", "--config", CONFIG, "namespace", "status"]).stdout)
+    mounted = g.run(["nsenter", f"--target={holder['pid']}", "--mount", "--", "findmnt", "-rn",
+                     "-o", "TARGET"]).stdout.split()
+    assert "/mnt/offsite" not in mounted, mounted
+    assert g.run(["sh", "-c", f"ls {REPO}/lock.*"], check=False).returncode != 0, "still locked"
+    g.run(["sh", "-c", f". /root/.borg-env && borg check {REPO}"], timeout=600)
+
+    g.plug(image, "d4")
+    g.wait_until("the next copy", lambda: _last_run(g, "copy") == ("success", ""), 600)
+    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
+                                                       check=False).returncode != 0, 60)
+    g.unplug("d4")

@@ -243,9 +243,29 @@ def check_stale(cfg: Config, now: float | None = None) -> list[mailtext.Stale]:
     return [item for _, item in current]
 
 
-def test_mail(cfg: Config) -> spool.Flushed:
-    """Spool a test mail and send it right away (for a person at a terminal)."""
+def test_mail(cfg: Config, through_unit: bool) -> str | None:
+    """Spool a test mail and have it sent now; None once it has gone, else why not (it
+    stays in the spool). through_unit: by offsite-outbox.service, as every other mail is
+    (its sandbox, its credentials, the MTA as that unit sees it), else from here."""
     if cfg.notify.email is None:
         raise Fatal(f"no mail is configured in {cfg.source}", "add a notify.email section")
-    spool.add(mailtext.test(cfg.notify.email, host()), cfg.notify.email.to)
-    return flush(cfg)
+    path = spool.add(mailtext.test(cfg.notify.email, host()), cfg.notify.email.to)
+    if not through_unit:
+        flush(cfg)
+    else:
+        systemd.start([unitnames.OUTBOX_SERVICE])
+        deadline = time.monotonic() + TEST_MAIL_WAIT
+        while _untried(path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _untried(path):
+            return f"{unitnames.OUTBOX_SERVICE} did not try it within {TEST_MAIL_WAIT:.0f} s"
+    if not path.exists():
+        return None
+    return str(state.read(path).get("last_error") or "not sent")
+
+
+TEST_MAIL_WAIT = 120.0
+
+
+def _untried(path: Path) -> bool:
+    return path.exists() and not state.read(path).get("attempts")

@@ -100,6 +100,12 @@ def format_options(options: Iterable[Option]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The queues of the local MTAs offsite is tested with (tests/system/test_mta.py): the
+# sendmail of each writes there, as root or through its own setuid/setgid helper.
+MTA_QUEUES = ("/var/spool/postfix/maildrop", "/var/spool/postfix/public",
+              "/var/spool/nullmailer")
+
+
 def helper_options(network: bool, sendmail: bool = False) -> list[Option]:
     """offsite's own helper units: they read the journal and systemd's state, write under
     /var/lib/offsite, and (the mail unit only) reach the mail server."""
@@ -113,6 +119,10 @@ def helper_options(network: bool, sendmail: bool = False) -> list[Option]:
         ("CapabilityBoundingSet", "", "root's files are readable without capabilities"),
         ("ProtectSystem", "strict", "writes only its state"),
         ("ReadWritePaths", str(state.STATE_DIR), "the history and the mail spool"),
+        *([("ReadWritePaths", path_list(f"-{p}" for p in MTA_QUEUES),
+            "where the local sendmail queues a message (postfix's maildrop and the pickup "
+            "FIFO, nullmailer's queue and trigger); '-': whichever is installed")]
+          if sendmail else []),
         ("ProtectHome", "read-only",
          "offsite's Python may live under /root (a virtualenv); nothing is written there"),
         ("PrivateTmp", "yes", "nothing shared through /tmp"),
@@ -123,8 +133,11 @@ def helper_options(network: bool, sendmail: bool = False) -> list[Option]:
         ("PrivateIPC", "yes", "no SysV IPC"),
     ]
     if network:
-        options.append(("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6",
-                        "the mail server and health pings, D-Bus, the journal"))
+        options.append(("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6" +
+                        (" AF_NETLINK" if sendmail else ""),
+                        "the mail server and health pings, D-Bus, the journal" +
+                        ("; postfix's sendmail lists the interfaces (getifaddrs)"
+                         if sendmail else "")))
     else:
         options += [("RestrictAddressFamilies", "AF_UNIX", "D-Bus and the journal only"),
                     ("PrivateNetwork", "yes", "it writes the spool; offsite-outbox.service sends"),
