@@ -157,3 +157,4 @@ def test_postfix_delivers_to_a_local_mailbox(sandbox: Sandbox) -> None:
     wait_for("three mails in root's mailbox", lambda: len(delivered()) == 3, 120)
     assert delivered()[:2] == subjects_sent(host)
     assert not spooled(sandbox)
+
