@@ -1,5 +1,6 @@
 """Real LUKS drives in a Debian guest: enroll, plug, unlock with the keyfile, copy, lock
-again, unplug; a month later only the new data is copied; a wrong keyfile never mounts."""
+again, unplug; a month later only the new data is copied; a wrong keyfile never mounts;
+pulled out mid-copy, the stop reaches the work and the next plug completes."""
 
 from __future__ import annotations
 
@@ -198,8 +199,11 @@ def _last_run(g: Guest, job: str) -> tuple[str, str] | None:
                  "from offsite.notify import history\n"
                  "done = [r for r in history.runs(limit=1000) if r.job == sys.argv[1] and r.result]\n"
                  "print(done[0].result, done[0].detail or '', sep='\\t') if done else None", job])
-    line = out.stdout.strip()
-    return (line.split("\t", 1)[0], line.split("\t", 1)[1]) if line else None
+    line = out.stdout.rstrip("\n")
+    if not line:
+        return None
+    result, _, detail = line.partition("\t")
+    return result, detail
 
 
 # the copy itself (not `borg with-lock`, whose argv names it too) once the source is locked
