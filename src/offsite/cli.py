@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from offsite import __version__, run, unitnames
+from offsite import __version__, run, state, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, DriveType, Job, Schedule, Target, TargetType
@@ -228,7 +228,14 @@ def cmd_target(args: argparse.Namespace) -> int:
 
 
 def cmd_mirror_copy(args: argparse.Namespace) -> int:
-    result = mirror.copy(args.source, args.destination, mirror.ThrottledProgress(args.job))
+    try:
+        result = mirror.copy(args.source, args.destination, mirror.ThrottledProgress(args.job))
+    except Fatal as exc:
+        # for the job (its parent's parent, under borg with-lock) to give as its reason
+        summary = state.this_run_summary()
+        if summary is not None:
+            state.update(summary, copy_error=str(exc))
+        raise
     print(f"copied {result.bytes_copied} bytes in {result.steps} step(s), {result.seconds:.1f} s")
     return 0
 

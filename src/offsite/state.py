@@ -4,6 +4,8 @@ atomically (temporary file, fsync, rename), so a crash leaves the old or the new
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,13 @@ def update(path: Path, **values: Any) -> dict[str, Any]:
     data.update(values)
     write(path, data)
     return data
+
+
+def this_run_summary() -> Path | None:
+    """The run summary of the job unit run this process belongs to (its INVOCATION_ID,
+    which systemd sets and offsite's children inherit); None outside a unit."""
+    invocation = os.environ.get("INVOCATION_ID", "")
+    return run_summary_file(invocation) if re.fullmatch(r"[0-9a-f]{32}", invocation) else None
 
 
 def run_summary_file(invocation: str, root: Path = RUN_DIR) -> Path:

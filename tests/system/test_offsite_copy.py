@@ -273,3 +273,43 @@ def test_offsite_run_of_a_failing_job_exits_non_zero(sandbox: Sandbox) -> None:
                       timeout=120)
     assert ran.returncode == 1
     assert "job broken failed" in ran.stdout and "ended: failed" in ran.stdout
+
+
+def test_a_drive_without_room_is_refused_before_a_byte_is_written(sandbox: Sandbox) -> None:
+    """Issue #19's room first: 90 MiB of repository for a 64 MiB drive, then a drive that
+    holds one copy but not the old and the new at once (after prune and compact)."""
+    from .records import runs
+
+    prepare(sandbox, config_text(), data_kb=90 * 1024)
+    small = sandbox.make_drive("d1", DRIVE, size_mb=64)
+    device = sandbox.plug(small)
+    sandbox.wait_until("the copy to end", lambda: bool(runs(sandbox, "copy")), 120)
+    result, detail = runs(sandbox, "copy")[-1]
+    assert result == "failed" and "not enough room on the drive" in detail, detail
+    assert "the drive needs" in detail and "more" in detail, detail
+    assert "lines above" not in detail
+    # nothing of the copy was written: the new tree holds no file
+    written = in_namespace(sandbox, ["sh", "-c", f"mount /dev/disk/by-uuid/{DRIVE} /mnt/offsite "
+                                     "&& find /mnt/offsite -type f | wc -l; "
+                                     "umount /mnt/offsite"]).stdout.split()
+    sandbox.unplug(device)
+    assert written == ["0"], written
+
+    # a drive with room for one copy: the first fits; after prune and compact the new copy
+    # would need the old and the new files at once
+    in_namespace(sandbox, ["borg", "delete", "/backup/borg/main::first"])
+    add_archive(sandbox, "second", 40 * 1024)
+    in_namespace(sandbox, ["borg", "compact", "/backup/borg/main"])
+    device = sandbox.plug(small)
+    sandbox.wait_until("the copy to end", lambda: len(runs(sandbox, "copy")) == 2, 120)
+    assert runs(sandbox, "copy")[-1][0] == "success"
+    sandbox.unplug(device)
+    in_namespace(sandbox, ["borg", "delete", "/backup/borg/main::second"])
+    add_archive(sandbox, "third", 40 * 1024)
+    in_namespace(sandbox, ["borg", "compact", "/backup/borg/main"])
+    device = sandbox.plug(small)
+    sandbox.wait_until("the copy to end", lambda: len(runs(sandbox, "copy")) == 3, 120)
+    result, detail = runs(sandbox, "copy")[-1]
+    assert result == "failed" and "the previous copy" in detail and "stays" in detail, detail
+    sandbox.unplug(device)
+    assert check_drive(sandbox, DRIVE) == ["second"]  # the previous copy, as it was

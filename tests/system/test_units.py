@@ -17,6 +17,7 @@ from offsite_lab.sandbox import Sandbox
 from offsite import escape, locks, unitnames
 from offsite.config import reader
 from offsite.config.model import Schedule
+from offsite.units import render
 
 from . import repos
 
@@ -377,8 +378,17 @@ def test_hostile_values_mean_what_they_say_when_systemd_reads_the_units(sandbox:
             assert f"argv[]={OFFSITE} --config {CONFIG} exec" in argv, argv
             checked += 1
     assert checked == len(HOSTILE_TEXT) + 1
-    print(f"{checked} units read back by systemd; {len(HOSTILE_PATHS)} hostile paths, "
-          f"{len(HOSTILE_TEXT)} hostile descriptions")
+    # and every unit file offsite wrote (timers, templates, helpers): loaded, its
+    # Description= read back as written, the setting after it in force
+    rendered = render.render(cfg, OFFSITE, Path(CONFIG))
+    units = [name for name in rendered.files if not name.endswith("@.service")]
+    for name in units:
+        assert sandbox.show(name, "LoadState") == "loaded", name
+        written = next(line.removeprefix("Description=") for line in
+                       rendered.files[name].splitlines() if line.startswith("Description="))
+        assert sandbox.show(name, "Description") == written.rstrip().replace("%%", "%"), name
+    print(f"{checked} job units and {len(units)} unit files read back by systemd; "
+          f"{len(HOSTILE_PATHS)} hostile paths, {len(HOSTILE_TEXT)} hostile descriptions")
 
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from offsite.jobs import mirror
 from offsite.jobs.mirror import Entry, Listing, Op, Step, plan
 
 
@@ -63,3 +64,22 @@ def test_progress_line() -> None:
     line = progress_line(Progress(1 << 30, 4 << 30, 10, 40), elapsed=10.0)
     assert line == "1.0 GiB of 4.0 GiB (25%), 10/40 files, 102.4 MiB/s, about 30 s left"
     assert progress_line(Progress(0, 0, 0, 1), elapsed=0.0) == "0 B of 0 B (100%), 0/1 files"
+
+
+def test_room_counts_only_what_is_copied_in_whole_blocks() -> None:
+    steps = [mirror.Step(mirror.Op.LINK, "data/0/1"), mirror.Step(mirror.Op.COPY, "data/0/2", 1),
+             mirror.Step(mirror.Op.COPY, "data/0/3", 8192), mirror.Step(mirror.Op.MARK)]
+    need = mirror.room(steps, free=10**9, kept=5000)
+    assert need.needed == 4096 + 8192 + mirror.SLACK and need.problem("d1") is None
+    assert mirror.room([mirror.Step(mirror.Op.CLEAN)], free=0, kept=0).needed == 0
+
+
+def test_a_copy_that_cannot_fit_says_how_much_more_the_drive_needs() -> None:
+    mib = 1024 * 1024
+    steps = [mirror.Step(mirror.Op.COPY, f"data/0/{i}", 10 * mib) for i in range(15)]
+    text = mirror.room(steps, free=60 * mib, kept=0).problem("drive d1")
+    assert text == ("not enough room on drive d1: this copy writes 154.0 MiB of new files and "
+                    "60.0 MiB are free; the drive needs 94.0 MiB more")
+    again = mirror.room(steps, free=60 * mib, kept=150 * mib).problem("drive d1")
+    assert again is not None and "the previous copy (150.0 MiB) stays until the new one is " \
+        "complete, so the drive needs 94.0 MiB more" in again

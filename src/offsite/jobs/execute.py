@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -268,9 +267,9 @@ WORK: dict[JobKind, Callable[[Context], Done]] = {
 
 def tell_hook(**values: object) -> None:
     """Leave facts about this run (bytes copied, why it failed) for the unit's stop hook."""
-    invocation = os.environ.get("INVOCATION_ID", "")
-    if re.fullmatch(r"[0-9a-f]{32}", invocation):
-        state.update(state.run_summary_file(invocation), **values)
+    summary = state.this_run_summary()
+    if summary is not None:
+        state.update(summary, **values)
 
 
 def open_repository(cfg: Config, name: str, passphrases: Mapping[str, str]) -> str:

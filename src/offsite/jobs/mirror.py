@@ -26,6 +26,7 @@ out. The source is held still by ``borg with-lock`` (``copy_locked``).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from offsite import durable, quantities
+from offsite import durable, quantities, state
 from offsite.errors import Fatal
 from offsite.run import interactive
 
@@ -141,6 +142,40 @@ def plan(src: Listing, current: Listing, partial: Listing) -> list[Step]:
             steps.append(Step(Op.COPY, path, entry.size))
     steps += [Step(Op.MARK), Step(Op.SWAP), Step(Op.CLEAN)]
     return steps
+
+
+SLACK = 4 * 1024 * 1024  # directories, the marker, the journal of the filesystem
+
+
+@dataclass(frozen=True)
+class Room:
+    needed: int  # bytes this copy will take on the drive
+    free: int  # bytes free there (for an unprivileged writer: not the reserved blocks)
+    kept: int  # what the previous copy holds and keeps until the new one is complete
+
+    def problem(self, what: str) -> str | None:
+        """Why the copy cannot fit, in words a person can act on; None if it fits."""
+        if self.needed <= self.free:
+            return None
+        size = quantities.format_size
+        kept = (f"; the previous copy ({size(self.kept)}) stays until the new one is "
+                "complete, so" if self.kept else ";")
+        return (f"not enough room on {what}: this copy writes {size(self.needed)} of new "
+                f"files and {size(self.free)} are free{kept} the drive needs "
+                f"{size(self.needed - self.free)} more")
+
+
+def room(steps: list[Step], free: int, kept: int, block: int = 4096) -> Room:
+    """What a plan needs on the drive: every file it copies rounded up to whole blocks
+    (linked files take no room), plus some slack."""
+    copies = [s for s in steps if s.op is Op.COPY]
+    needed = sum(-(-s.size // block) * block for s in copies) + SLACK if copies else 0
+    return Room(needed, free, kept)
+
+
+ROOM_HINT = ("use a bigger drive, or make the repository smaller on the source (borg prune, "
+             "then borg compact) before the next plug; the drive still holds the previous "
+             "complete copy")
 
 
 def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int:
@@ -269,7 +304,16 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
             _link_file(current / step.path, new / step.path)
             touched.add((new / step.path).parent)
         elif step.op is Op.COPY:
-            done_bytes += _copy_file(src / step.path, new / step.path, partial)
+            try:
+                done_bytes += _copy_file(src / step.path, new / step.path, partial)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                partial.unlink(missing_ok=True)
+                raise Fatal(f"the drive filled up while {step.path} was copied "
+                            f"({quantities.format_size(done_bytes)} of "
+                            f"{quantities.format_size(total)} written): something else is "
+                            "using its room", ROOM_HINT) from exc
             touched.add((new / step.path).parent)
         elif step.op is Op.MARK:
             for directory in sorted(touched | {new}):
@@ -349,9 +393,16 @@ def copy(src: Path, dest: Path, progress: Callable[[Progress], None] | None = No
     layout.trees.mkdir(exist_ok=True)
     current = layout.current()
     new = layout.next_tree()
-    steps = plan(scan(src), scan(current) if current else Listing(), scan(new))
+    before = scan(current) if current else Listing()
+    steps = plan(scan(src), before, scan(new))
     log.info("mirroring %s to %s: %d step(s), %d bytes to copy", src, dest, len(steps),
              sum(s.size for s in steps))
+    fs = os.statvfs(layout.trees)
+    need = room(steps, fs.f_bavail * fs.f_frsize, sum(e.size for e in before.files.values()),
+                fs.f_frsize)
+    problem = need.problem(f"the drive at {dest.parent}")
+    if problem:
+        raise Fatal(problem, ROOM_HINT)
     result = apply(steps, src, layout, new, progress)
     problems = verify(dest)
     if problems:
@@ -369,11 +420,17 @@ def copy_locked(src: Path, dest: Path, offsite: Path, job: str | None = None) ->
     before = _marker_time(dest)
     # On our own stdout and stderr: the copy's progress lines go straight to the journal.
     # --lock-wait: a borg run of the user's own (not through offsite) may hold the source
+    summary = state.this_run_summary()
+    if summary is not None:
+        state.update(summary, copy_error=None)
     code = interactive(["borg", f"--lock-wait={LOCK_WAIT}", "with-lock", "--", str(src),
                         str(offsite), "mirror-copy",
                         *(["--job", job] if job else []), "--", str(src), str(dest)])
     if code != 0:
-        raise Fatal(f"copying {src} to {dest} failed (exit code {code}); the lines above say why",
+        # the copy (borg's child) left its reason in this run's summary
+        told = state.read(summary).get("copy_error") if summary is not None else None
+        why = str(told) if told else f"exit code {code}, its own message is in the journal"
+        raise Fatal(f"copying {src} to {dest} failed: {why}",
                     "the drive still holds the previous complete copy")
     problems = verify(dest)
     if not problems and _marker_time(dest) == before:
