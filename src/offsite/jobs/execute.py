@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offsite import locks, state, unitnames
+from offsite import locks, quantities, state, unitnames
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
 from offsite.jobs import borgjson, mirror, namespace, pull, recovery, restoretest, secrets
@@ -180,8 +180,11 @@ def _mirror(ctx: Context) -> Done:
         raise Skip(f"drive {names} is not plugged in")
     record = state.drive_file(drive.uuid)
     state.update(record, name=drive.name, last_seen=time.time())
-    copied = _copy_to(ctx, devices.filesystem_device(drive), drive.mount, f"drive {drive.name}")
-    state.update(record, last_copy=time.time(), last_copy_bytes=copied, last_job=job.name)
+    copied, read_back = _copy_to(ctx, devices.filesystem_device(drive), drive.mount,
+                                 f"drive {drive.name}")
+    now = time.time()
+    state.update(record, last_copy=now, last_copy_bytes=copied, last_job=job.name,
+                 last_read_back=now, last_read_back_bytes=read_back)
     log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
              " and is locked when this job ends" if drive.type is DriveType.LUKS
              else " and safe to remove",
@@ -189,22 +192,26 @@ def _mirror(ctx: Context) -> Done:
     return Done(bytes=copied)
 
 
-def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> int:
-    """Mount device at mount (only in this namespace), copy each repository, sync, unmount."""
+def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> tuple[int, int]:
+    """Mount device at mount (only in this namespace), copy each repository, sync, unmount;
+    the bytes copied and the bytes read back from the drive."""
     job = ctx.job
     _release_stale(mount, what)
     run(["mount", "-o", "nodev,nosuid,noexec", "--", device, mount])
-    copied = 0
+    copied = read_back = 0
     try:
         for name in job.repositories:
             repo = ctx.cfg.repository(name)
             log.info("copying repository %s to %s", name, what, extra=fields(job=job.name))
             copied += mirror.copy_locked(repo.path, mount / name, ctx.offsite, job.name)
+            read_back += mirror.marker_bytes(mount / name, "bytes_read_back")
+        log.info("%s: %s of new files read back from it and found as written", what,
+                 quantities.format_size(read_back), extra=fields(job=job.name))
         recovery.write(ctx.cfg, job, mount, what, ctx.passphrases)
         run(["sync", "--file-system", "--", mount])
     finally:
         run(["umount", "--", mount], check=False)
-    return copied
+    return copied, read_back
 
 
 def _mirror_to_target(ctx: Context, target: Target) -> Done:
@@ -218,7 +225,7 @@ def _mirror_to_target(ctx: Context, target: Target) -> Done:
         why = health.get("detail") if health.get("state") in ("refused", "failed") else None
         raise Fatal(f"target {target.name} is not assembled: "
                     + (str(why) if why else f"see journalctl -u {unitnames.target_unit(target.name)}"))
-    copied = _copy_to(ctx, device, target.mount, f"target {target.name}")
+    copied, _read_back = _copy_to(ctx, device, target.mount, f"target {target.name}")
     state.update(assembly.health_file(target), last_copy=time.time(), last_copy_bytes=copied,
                  last_job=job.name)
     trouble = registry.kind(target).degraded_now(target)

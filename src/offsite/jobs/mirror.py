@@ -27,8 +27,10 @@ out. The source is held still by ``borg with-lock`` (``copy_locked``).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -178,20 +180,63 @@ ROOM_HINT = ("use a bigger drive, or make the repository smaller on the source (
              "complete copy")
 
 
-def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> int:
-    """Copy to a temporary name, fsync, keep the mtime, rename into place."""
+def _copy_file(src: Path, dst: Path, partial: Path, chunk: int = 1 << 20) -> tuple[int, bytes]:
+    """Copy to a temporary name, fsync, keep the mtime, rename into place; the bytes
+    written and their digest (for the read-back)."""
     st = src.stat()
     copied = 0
+    digest = hashlib.blake2b(digest_size=32)
     with src.open("rb") as fin, partial.open("wb") as fout:
         while block := fin.read(chunk):
             fout.write(block)
+            digest.update(block)
             copied += len(block)
         fout.flush()
         os.fsync(fout.fileno())
     os.utime(partial, ns=(st.st_atime_ns, st.st_mtime_ns))
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial.replace(dst)
-    return copied
+    return copied, digest.digest()
+
+
+def _digest(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=32)).digest()
+
+
+def read_uncached(path: Path, chunk: int = 1 << 20) -> bytes:
+    """The digest of path as the drive returns it, not as the page cache remembers it:
+    read with O_DIRECT (an aligned buffer), or where the filesystem has no O_DIRECT,
+    after telling the kernel to drop its cached pages of the (synced) file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    digest = hashlib.blake2b(digest_size=32)
+    try:
+        with mmap.mmap(-1, chunk) as buffer:  # page-aligned, as O_DIRECT wants
+            view = memoryview(buffer)
+            while n := os.readv(fd, [buffer]):
+                digest.update(view[:n])
+            view.release()
+    finally:
+        os.close(fd)
+    return digest.digest()
+
+
+def read_back(tree: Path, written: dict[str, bytes]) -> None:
+    """Every file this copy wrote, read back from the drive and compared with what was
+    written; Fatal naming the first that differs."""
+    for path, expected in sorted(written.items(), key=lambda item: _order(item[0])):
+        if read_uncached(tree / path) != expected:
+            raise Fatal(f"read back from the drive, {path} is not what was written to it: the "
+                        "drive (or its USB bridge) does not keep what it is given",
+                        "the copy does not count; try another drive, or another cable or "
+                        "port; the drive still holds the previous complete copy")
 
 
 def _link_file(src: Path, dst: Path) -> None:
@@ -293,6 +338,7 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
     total = sum(s.size for s in steps)
     done_bytes = 0
     touched: set[Path] = set()
+    written: dict[str, bytes] = {}  # what this run copied: path -> digest
     if progress is not None:  # started: nothing copied yet
         progress(Progress(0, total, 0, len(steps)))
     for i, step in enumerate(steps):
@@ -305,7 +351,8 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
             touched.add((new / step.path).parent)
         elif step.op is Op.COPY:
             try:
-                done_bytes += _copy_file(src / step.path, new / step.path, partial)
+                size, written[step.path] = _copy_file(src / step.path, new / step.path, partial)
+                done_bytes += size
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
@@ -318,7 +365,15 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
         elif step.op is Op.MARK:
             for directory in sorted(touched | {new}):
                 durable.fsync_dir(directory)
-            _write_marker(new, done_bytes)
+            # before the copy can count: what this run wrote, and what an interrupted run
+            # had written into this tree (against the source; linked files are the
+            # previous copy's, read back when they were written)
+            linked = {s.path for s in steps if s.op is Op.LINK}
+            listing = scan(new).files
+            for path in listing.keys() - written.keys() - linked:
+                written[path] = _digest(src / path)
+            read_back(new, written)
+            _write_marker(new, done_bytes, sum(listing[p].size for p in written if p in listing))
         elif step.op is Op.SWAP:
             _swap(layout, new)
         elif step.op is Op.CLEAN:
@@ -328,7 +383,7 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
     return Result(len(steps), done_bytes, time.monotonic() - started)
 
 
-def _write_marker(tree: Path, bytes_copied: int) -> None:
+def _write_marker(tree: Path, bytes_copied: int, bytes_read_back: int = 0) -> None:
     listing = scan(tree)
     transactions = [int(m.group(2)) for n in listing.files if (m := TRANSACTION.match(n))]
     data = {
@@ -336,6 +391,7 @@ def _write_marker(tree: Path, bytes_copied: int) -> None:
         "files": {p: e.size for p, e in sorted(listing.files.items())},
         "finished": time.time(),
         "bytes_copied": bytes_copied,
+        "bytes_read_back": bytes_read_back,
     }
     durable.replace(tree / MARKER, json.dumps(data), mode=0o644)
 
@@ -438,7 +494,16 @@ def copy_locked(src: Path, dest: Path, offsite: Path, job: str | None = None) ->
     if problems:
         raise Fatal(f"the copy to {dest} did not finish: " + "; ".join(problems),
                     "the drive still holds the previous complete copy; the next run goes on")
-    value = json.loads((dest / MARKER).read_text()).get("bytes_copied", 0)
+    return marker_bytes(dest, "bytes_copied")
+
+
+def marker_bytes(dest: Path, key: str) -> int:
+    """A byte count the completion marker of DEST's copy records (bytes_copied,
+    bytes_read_back); 0 if it has none."""
+    try:
+        value = json.loads((dest / MARKER).read_text()).get(key, 0)
+    except (OSError, ValueError):
+        return 0
     return int(value) if isinstance(value, int) else 0
 
 

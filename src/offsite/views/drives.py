@@ -26,6 +26,7 @@ class DriveRow:
     last_seen: float | None
     last_copy: float | None
     last_copy_bytes: int | None
+    last_read_back: float | None  # the last copy whose new files were read back and matched
     stale: bool  # the last copy is older than the drive's stale_after (or there is none)
     due: bool  # the drive of its group whose turn it is (oldest copy)
 
@@ -41,6 +42,8 @@ def rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[Dr
             record.get("last_seen") if isinstance(record.get("last_seen"), int | float) else None,
             last_copy if isinstance(last_copy, int | float) else None,
             record.get("last_copy_bytes") if isinstance(record.get("last_copy_bytes"), int) else None,
+            record.get("last_read_back") if isinstance(record.get("last_read_back"), int | float)
+            else None,
             age > drive.stale_after, False,
         ))
     due: dict[str, str] = {}
@@ -58,7 +61,7 @@ def _size(n: int | None) -> str:
 
 
 def table(drive_rows: list[DriveRow], now: float) -> str:
-    header = ("DRIVE", "GROUP", "LAST SEEN", "LAST COPY", "COPIED", "")
+    header = ("DRIVE", "GROUP", "LAST SEEN", "LAST COPY", "COPIED", "READ BACK", "")
     lines = [header]
     for r in drive_rows:
         notes = []
@@ -67,7 +70,8 @@ def table(drive_rows: list[DriveRow], now: float) -> str:
         if r.stale:
             notes.append("STALE" if r.last_copy is not None else "no copy yet")
         lines.append((r.name, r.group or "-", quantities.age(r.last_seen, now),
-                      quantities.age(r.last_copy, now), _size(r.last_copy_bytes), ", ".join(notes)))
+                      quantities.age(r.last_copy, now), _size(r.last_copy_bytes),
+                      quantities.age(r.last_read_back, now), ", ".join(notes)))
     return _columns(lines)
 
 
