@@ -43,6 +43,7 @@ class Drive:
     rotation: str | None = None  # drives in one group take turns holding the same copy
     description: str = _d(D, "description")
     stale_after: float = _d(D, "stale_after")  # seconds; an older last copy is reported
+    check_every: float = _d(D, "check_every")  # seconds between borg checks of the drive's copy
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,10 @@ DRIVES = Section("drives.NAME", "An external drive that carries the off-site cop
     Setting("description", TEXT, "Shown in status and unit descriptions.", default=""),
     Setting("stale_after", span(1.0, 10 * 365 * 86400.0), "A last copy older than this is "
             "flagged by `offsite drives` and raises the staleness alert.", default=62 * 86400.0),
+    Setting("check_every", span(0.0, 10 * 365 * 86400.0), "After a copy, `borg check` of the "
+            "copies on the drive itself (every byte read, with a borg of its own, never the "
+            "source's cache) when the last such check is older than this; 0: after every "
+            "copy.", default=30 * 86400.0),
 ), variant="type", noun="drives")
 
 SECRET_PATH = Type("absolute path", Read.ABSPATH, pattern=re.compile(r"^/[^\s:]+$"),

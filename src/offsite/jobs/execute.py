@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -180,11 +181,15 @@ def _mirror(ctx: Context) -> Done:
         raise Skip(f"drive {names} is not plugged in")
     record = state.drive_file(drive.uuid)
     state.update(record, name=drive.name, last_seen=time.time())
+    last_checked = state.read(record).get("last_checked")
+    check = not isinstance(last_checked, int | float) or \
+        time.time() - last_checked >= drive.check_every
     copied, read_back = _copy_to(ctx, devices.filesystem_device(drive), drive.mount,
-                                 f"drive {drive.name}")
+                                 f"drive {drive.name}", check=check)
     now = time.time()
     state.update(record, last_copy=now, last_copy_bytes=copied, last_job=job.name,
-                 last_read_back=now, last_read_back_bytes=read_back)
+                 last_read_back=now, last_read_back_bytes=read_back,
+                 **({"last_checked": now} if check else {}))
     log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
              " and is locked when this job ends" if drive.type is DriveType.LUKS
              else " and safe to remove",
@@ -192,9 +197,10 @@ def _mirror(ctx: Context) -> Done:
     return Done(bytes=copied)
 
 
-def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> tuple[int, int]:
-    """Mount device at mount (only in this namespace), copy each repository, sync, unmount;
-    the bytes copied and the bytes read back from the drive."""
+def _copy_to(ctx: Context, device: str, mount: Path, what: str,
+             check: bool = False) -> tuple[int, int]:
+    """Mount device at mount (only in this namespace), copy each repository, sync, (check:
+    borg check of the copies on it), unmount; the bytes copied and the bytes read back."""
     job = ctx.job
     _release_stale(mount, what)
     run(["mount", "-o", "nodev,nosuid,noexec", "--", device, mount])
@@ -209,9 +215,33 @@ def _copy_to(ctx: Context, device: str, mount: Path, what: str) -> tuple[int, in
                  quantities.format_size(read_back), extra=fields(job=job.name))
         recovery.write(ctx.cfg, job, mount, what, ctx.passphrases)
         run(["sync", "--file-system", "--", mount])
+        if check:
+            for name in job.repositories:
+                _check_copy(ctx, name, mount, what)
     finally:
         run(["umount", "--", mount], check=False)
     return copied, read_back
+
+
+def _check_copy(ctx: Context, name: str, mount: Path, what: str) -> None:
+    """borg check of the copy on the drive (every segment read back), by a borg of its own:
+    the copy has the source's repository id, and must never meet the source's cache or
+    security records. A keyfile repository's key comes from the drive's recovery folder."""
+    job = ctx.job
+    access = ctx.access(name)
+    copy = mount / name
+    env = dict(access.env)
+    key = mount / recovery.DIRECTORY / "keys" / f"{name}.key"
+    if key.is_file() and not recovery.is_repokey((copy / "config").read_text(errors="replace")):
+        env["BORG_KEY_FILE"] = str(key)
+    log.info("checking the copy of %s on %s, every byte of it", name, what,
+             extra=fields(job=job.name))
+    with tempfile.TemporaryDirectory(prefix="offsite-drive-check-") as base:
+        env["BORG_BASE_DIR"] = base
+        _run_borg(job, borg_check_argv(copy, False), warning_ok=False, repository=name,
+                  access=secrets.BorgAccess(env, access.fd_secret, access.source),
+                  what=f"borg check of the copy of {name} on {what}")
+    log.info("the copy of %s on %s passed borg check", name, what, extra=fields(job=job.name))
 
 
 def _mirror_to_target(ctx: Context, target: Target) -> Done:

@@ -27,6 +27,7 @@ class DriveRow:
     last_copy: float | None
     last_copy_bytes: int | None
     last_read_back: float | None  # the last copy whose new files were read back and matched
+    last_checked: float | None  # the last borg check of the copies on the drive itself
     stale: bool  # the last copy is older than the drive's stale_after (or there is none)
     due: bool  # the drive of its group whose turn it is (oldest copy)
 
@@ -42,8 +43,7 @@ def rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[Dr
             record.get("last_seen") if isinstance(record.get("last_seen"), int | float) else None,
             last_copy if isinstance(last_copy, int | float) else None,
             record.get("last_copy_bytes") if isinstance(record.get("last_copy_bytes"), int) else None,
-            record.get("last_read_back") if isinstance(record.get("last_read_back"), int | float)
-            else None,
+            _time(record.get("last_read_back")), _time(record.get("last_checked")),
             age > drive.stale_after, False,
         ))
     due: dict[str, str] = {}
@@ -56,12 +56,16 @@ def rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[Dr
                         r.group is not None}) for r in out]
 
 
+def _time(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _size(n: int | None) -> str:
     return "-" if n is None else quantities.format_size(n)
 
 
 def table(drive_rows: list[DriveRow], now: float) -> str:
-    header = ("DRIVE", "GROUP", "LAST SEEN", "LAST COPY", "COPIED", "READ BACK", "")
+    header = ("DRIVE", "GROUP", "SEEN", "COPIED", "SIZE", "READ", "CHECKED", "")
     lines = [header]
     for r in drive_rows:
         notes = []
@@ -71,7 +75,8 @@ def table(drive_rows: list[DriveRow], now: float) -> str:
             notes.append("STALE" if r.last_copy is not None else "no copy yet")
         lines.append((r.name, r.group or "-", quantities.age(r.last_seen, now),
                       quantities.age(r.last_copy, now), _size(r.last_copy_bytes),
-                      quantities.age(r.last_read_back, now), ", ".join(notes)))
+                      quantities.age(r.last_read_back, now), quantities.age(r.last_checked, now),
+                      ", ".join(notes)))
     return _columns(lines)
 
 
