@@ -313,3 +313,91 @@ def test_a_drive_without_room_is_refused_before_a_byte_is_written(sandbox: Sandb
     assert result == "failed" and "the previous copy" in detail and "stays" in detail, detail
     sandbox.unplug(device)
     assert check_drive(sandbox, DRIVE) == ["second"]  # the previous copy, as it was
+
+
+def test_the_drive_copy_is_checked_by_borg_and_rot_on_the_drive_is_found(
+        sandbox: Sandbox) -> None:
+    """Issue #19's periodic check: the first copy is checked (no check yet), the next
+    within check_every is not; a byte rotted on the drive is found by the next check."""
+    import json as jsonmod
+
+    from .records import runs
+
+    prepare(sandbox, config_text(), data_kb=2_000)
+    image = sandbox.make_drive("d1", DRIVE, size_mb=128)
+    device = sandbox.plug(image)
+    sandbox.wait_until("the first copy", lambda: len(runs(sandbox, "copy")) == 1, 120)
+    assert runs(sandbox, "copy")[-1][0] == "success"
+    journal = sandbox.journal("JOB=copy")
+    assert "the copy of main on drive d1 passed borg check" in journal, journal
+    record = jsonmod.loads(sandbox.host_path(f"/var/lib/offsite/drives/{DRIVE}.json").read_text())
+    assert record["last_checked"] == record["last_copy"] == record["last_read_back"]
+    assert record["last_read_back_bytes"] > 2_000_000
+    sandbox.unplug(device)
+
+    add_archive(sandbox, "second", 500)
+    device = sandbox.plug(image)
+    sandbox.wait_until("the second copy", lambda: len(runs(sandbox, "copy")) == 2, 120)
+    assert sandbox.journal("JOB=copy").count("passed borg check") == 1  # within 30 days
+    drives_out = sandbox.run([str(OFFSITE), "--config", CONFIG, "drives"]).stdout
+    assert "CHECKED" in drives_out and "READ" in drives_out, drives_out
+
+    # a byte rots in an old segment on the drive (kept by the next copy as a hard link)
+    in_namespace(sandbox, ["mount", f"/dev/disk/by-uuid/{DRIVE}", "/mnt/offsite"])
+    segment = in_namespace(sandbox, ["sh", "-c", "ls -d /mnt/offsite/main/data/0/* | sort -n | "
+                                     "head -n1"]).stdout.strip()
+    in_namespace(sandbox, ["python3", "-c", "import sys\nf = open(sys.argv[1], 'r+b')\n"
+                           "f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))",
+                           segment])
+    in_namespace(sandbox, ["umount", "/mnt/offsite"])
+    sandbox.unplug(device)
+    sandbox.write(CONFIG, config_text().replace("mount: /mnt/offsite}",
+                                                "mount: /mnt/offsite, check_every: 0}"))
+    sandbox.run([str(OFFSITE), "--config", CONFIG, "install"])
+    add_archive(sandbox, "third", 500)
+    device = sandbox.plug(image)
+    sandbox.wait_until("the third copy", lambda: len(runs(sandbox, "copy")) == 3, 120)
+    result, detail = runs(sandbox, "copy")[-1]
+    assert result == "failed" and "borg check of the copy of main on drive d1 failed" in detail, \
+        detail
+    sandbox.unplug(device)
+
+
+def test_a_drive_filled_by_something_else_mid_copy_ends_with_the_reason(
+        sandbox: Sandbox) -> None:
+    """The room was there when the copy began; something else takes it while the copy is
+    frozen mid-way (SIGSTOP: a machine as slow as it likes); the copy ends saying so, and
+    the drive keeps no partial file of it."""
+    import os
+    import signal
+
+    from .records import runs
+
+    prepare(sandbox, config_text(), data_kb=40 * 1024)
+    unit = unitnames.job_unit("copy", "d1")
+    device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=128))
+    frozen: list[int] = []
+
+    def copy_running() -> bool:
+        group = sandbox.show(unit, "ControlGroup")
+        procs = sandbox.host_path(f"/sys/fs/cgroup{group}/cgroup.procs") if group else None
+        for pid in (procs.read_text().split() if procs and procs.exists() else []):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[2:3] == [b"mirror-copy"]:  # (not borg with-lock, whose argv names it too)
+                os.kill(int(pid), signal.SIGSTOP)
+                frozen.append(int(pid))
+                return True
+        return False
+
+    sandbox.wait_until("the copy to start", copy_running, 120)
+    in_namespace(sandbox, ["sh", "-c", "fallocate -l $(( $(stat -f -c '%a*%S' /mnt/offsite) )) "
+                           "/mnt/offsite/filler || true; sync"])
+    os.kill(frozen[0], signal.SIGCONT)
+    sandbox.wait_until("the copy to end", lambda: bool(runs(sandbox, "copy")), 120)
+    result, detail = runs(sandbox, "copy")[-1]
+    assert result == "failed" and "the drive filled up" in detail, detail
+    assert "something else is using its room" in detail
+    sandbox.unplug(device)

@@ -347,45 +347,55 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
     if progress is not None:  # started: nothing copied yet
         progress(Progress(0, total, 0, len(steps)))
     for i, step in enumerate(steps):
-        if step.op is Op.DROP:
-            (new / step.path).unlink(missing_ok=True)
-        elif step.op is Op.LINK:
-            if current is None:
-                raise Fatal(f"cannot link {step.path}: there is no current copy")
-            _link_file(current / step.path, new / step.path)
-            touched.add((new / step.path).parent)
-        elif step.op is Op.COPY:
-            try:
-                size, written[step.path] = _copy_file(src / step.path, new / step.path, partial)
-                done_bytes += size
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                partial.unlink(missing_ok=True)
-                raise Fatal(f"the drive filled up while {step.path} was copied "
-                            f"({quantities.format_size(done_bytes)} of "
-                            f"{quantities.format_size(total)} written): something else is "
-                            "using its room", ROOM_HINT) from exc
-            touched.add((new / step.path).parent)
-        elif step.op is Op.MARK:
-            for directory in sorted(touched | {new}):
-                durable.fsync_dir(directory)
-            # before the copy can count: what this run wrote, and what an interrupted run
-            # had written into this tree (against the source; linked files are the
-            # previous copy's, read back when they were written)
-            linked = {s.path for s in steps if s.op is Op.LINK}
-            listing = scan(new).files
-            for path in listing.keys() - written.keys() - linked:
-                written[path] = checksum(src / path)
-            read_back(new, written)
-            _write_marker(new, done_bytes, sum(listing[p].size for p in written if p in listing))
-        elif step.op is Op.SWAP:
-            _swap(layout, new)
-        elif step.op is Op.CLEAN:
-            _clean(layout)
+        try:
+            done_bytes = _apply_step(step, src, layout, new, current, steps, written, touched,
+                                     done_bytes)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            partial.unlink(missing_ok=True)
+            raise Fatal(f"the drive filled up at {step.op} {step.path or ''}".rstrip() +
+                        f" ({quantities.format_size(done_bytes)} of "
+                        f"{quantities.format_size(total)} written): something else is using "
+                        "its room", ROOM_HINT) from exc
         if progress is not None:
             progress(Progress(done_bytes, total, i + 1, len(steps)))
     return Result(len(steps), done_bytes, time.monotonic() - started)
+
+
+def _apply_step(step: Step, src: Path, layout: Layout, new: Path, current: Path | None,
+                steps: list[Step], written: dict[str, int], touched: set[Path],
+                done_bytes: int) -> int:
+    """One step of apply; the bytes copied so far after it."""
+    partial = new / PARTIAL
+    if step.op is Op.DROP:
+        (new / step.path).unlink(missing_ok=True)
+    elif step.op is Op.LINK:
+        if current is None:
+            raise Fatal(f"cannot link {step.path}: there is no current copy")
+        _link_file(current / step.path, new / step.path)
+        touched.add((new / step.path).parent)
+    elif step.op is Op.COPY:
+        size, written[step.path] = _copy_file(src / step.path, new / step.path, partial)
+        done_bytes += size
+        touched.add((new / step.path).parent)
+    elif step.op is Op.MARK:
+        for directory in sorted(touched | {new}):
+            durable.fsync_dir(directory)
+        # before the copy can count: what this run wrote, and what an interrupted run
+        # had written into this tree (against the source; linked files are the
+        # previous copy's, read back when they were written)
+        linked = {s.path for s in steps if s.op is Op.LINK}
+        listing = scan(new).files
+        for path in listing.keys() - written.keys() - linked:
+            written[path] = checksum(src / path)
+        read_back(new, written)
+        _write_marker(new, done_bytes, sum(listing[p].size for p in written if p in listing))
+    elif step.op is Op.SWAP:
+        _swap(layout, new)
+    elif step.op is Op.CLEAN:
+        _clean(layout)
+    return done_bytes
 
 
 def _write_marker(tree: Path, bytes_copied: int, bytes_read_back: int = 0) -> None:
