@@ -311,8 +311,8 @@ def test_a_drive_without_room_is_refused_before_a_byte_is_written(sandbox: Sandb
     sandbox.wait_until("the copy to end", lambda: len(runs(sandbox, "copy")) == 3, 120)
     result, detail = runs(sandbox, "copy")[-1]
     assert result == "failed" and "the previous copy" in detail and "stays" in detail, detail
-    sandbox.unplug(device)
     assert check_drive(sandbox, DRIVE) == ["second"]  # the previous copy, as it was
+    sandbox.unplug(device)
 
 
 def test_the_drive_copy_is_checked_by_borg_and_rot_on_the_drive_is_found(
@@ -344,11 +344,13 @@ def test_the_drive_copy_is_checked_by_borg_and_rot_on_the_drive_is_found(
 
     # a byte rots in an old segment on the drive (kept by the next copy as a hard link)
     in_namespace(sandbox, ["mount", f"/dev/disk/by-uuid/{DRIVE}", "/mnt/offsite"])
-    segment = in_namespace(sandbox, ["sh", "-c", "ls -d /mnt/offsite/main/data/0/* | sort -n | "
-                                     "head -n1"]).stdout.strip()
-    in_namespace(sandbox, ["python3", "-c", "import sys\nf = open(sys.argv[1], 'r+b')\n"
-                           "f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))",
-                           segment])
+    biggest = in_namespace(sandbox, ["sh", "-c", "ls -S /mnt/offsite/main/data/0/ | head -n1"])
+    segment = f"/mnt/offsite/main/data/0/{biggest.stdout.strip()}"
+    # (as rot does: the file's times stay, so the next copy still takes it as unchanged)
+    in_namespace(sandbox, ["python3", "-c", "import os, sys\np = sys.argv[1]\nst = os.stat(p)\n"
+                           "with open(p, 'r+b') as f:\n"
+                           "    f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))\n"
+                           "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))", segment])
     in_namespace(sandbox, ["umount", "/mnt/offsite"])
     sandbox.unplug(device)
     sandbox.write(CONFIG, config_text().replace("mount: /mnt/offsite}",
@@ -386,13 +388,19 @@ def test_a_drive_filled_by_something_else_mid_copy_ends_with_the_reason(
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[2:3] == [b"mirror-copy"]:  # (not borg with-lock, whose argv names it too)
+            if argv[2:3] != [b"mirror-copy"]:  # (not borg with-lock, whose argv names it too)
+                continue
+            try:  # writing a file: its temporary name is open
+                open_files = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
+            except OSError:
+                continue
+            if any(f.endswith(".offsite-partial") for f in open_files):
                 os.kill(int(pid), signal.SIGSTOP)
                 frozen.append(int(pid))
                 return True
         return False
 
-    sandbox.wait_until("the copy to start", copy_running, 120)
+    sandbox.wait_until("the copy to be writing a file", copy_running, 120)
     in_namespace(sandbox, ["sh", "-c", "fallocate -l $(( $(stat -f -c '%a*%S' /mnt/offsite) )) "
                            "/mnt/offsite/filler || true; sync"])
     os.kill(frozen[0], signal.SIGCONT)
