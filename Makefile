@@ -30,6 +30,7 @@ bench: setup
 # The configuration reference, generated from the schema (src/offsite/config/schema.py).
 docs: setup
 	$(VENV)/python -m offsite.config.reference > docs/config-reference.md
+	$(VENV)/python -m offsite.agent.ledstate > docs/led-states.svg
 
 # The Debian package, from packaging/ (installs dpkg-dev, lintian and build headers first);
 # lintian must report no errors.

@@ -411,8 +411,12 @@ def cmd_led(args: argparse.Namespace) -> int:
                " (the agent is not running; it shows the state when it starts)."))
         return 0
     led = stick.Stick(cfg.notify.led)
+    index = cfg.notify.led.failure_index
     for name in (*ledstate.STATES[:-1], "off"):
-        ok = led.show(name)
+        # a failure on its own LED, when there is one
+        lights = ((index if name == "failed" and index is not None else cfg.notify.led.index,
+                   name),)
+        ok = led.show(lights)
         print(f"{name:<14} {cfg.notify.led.color(name) if name != 'off' else '':<8} "
               f"{'shown' if ok else 'NOT shown (see the warning above)'}")
         time.sleep(1.0)

@@ -16,6 +16,7 @@ from offsite_lab.blinkstick_emulator import STATE_INSIDE, colors, plug_into
 from offsite_lab.sandbox import Sandbox
 
 from offsite import locks, unitnames
+from offsite.agent import ledstate
 
 from . import repos
 from .records import history
@@ -50,6 +51,17 @@ def led(box: Sandbox) -> list[list[int]]:
 def last_led(box: Sandbox) -> list[int] | None:
     seen = led(box)
     return seen[-1] if seen else None
+
+
+def flashing(box: Sandbox, steady: list[int], flash: list[int]) -> bool:
+    """The last colours alternate steady, flash, steady, flash, the steady one held
+    longest (what one LED shows for work and a failure at once)."""
+    seen = [c for c in colors(box.host_path(EMU)) if c["index"] == 0][-5:]
+    if len(seen) < 5 or [c["rgb"] for c in seen[:4]] not in (
+            [steady, flash, steady, flash], [flash, steady, flash, steady]):
+        return False
+    held = {tuple(c["rgb"]): seen[i + 1]["t"] - c["t"] for i, c in enumerate(seen[:-1])}
+    return held[tuple(steady)] > held[tuple(flash)]
 
 
 def wait_led(box: Sandbox, rgb: list[int], timeout: float = 30.0) -> None:
@@ -99,14 +111,19 @@ def test_the_led_follows_a_plug_a_failure_and_the_recovery(agent: Sandbox) -> No
     assert "green (safe to remove the drive)" in status and "copy" in status
 
     assert box.systemctl("start", unitnames.job_unit("broken"), check=False).returncode != 0
-    wait_led(box, RED)  # a failure outranks a drive that is safe to remove
+    # neither hides the other (issue #18): green (unplug now) with a short red flash
+    box.wait_until(f"green with red flashes (seen: {led(box)[-6:]})",
+                   lambda: flashing(box, GREEN, RED), 30)
     status = offsite(box, "status", check=False)
     assert status.returncode == 1 and status.stdout.startswith("1 job(s) FAILED: broken")
-    # the next success of that job clears it
+    assert "LED: green + red (a job failed)" in status.stdout, status.stdout
+    # the next success of that job clears it: steady green again
     repos.init(box, "/srv/borg/missing")
     box.systemctl("restart", "offsite-namespace.service")
     assert box.systemctl("start", unitnames.job_unit("broken"), check=False).returncode == 0
     wait_led(box, GREEN)
+    time.sleep(2 * ledstate.FLASH_EVERY)
+    assert last_led(box) == GREEN, led(box)[-6:]  # no flash any more
     box.unplug(device)
     wait_led(box, OFF)
     data = json.loads(offsite(box, "status", "--json").stdout)
@@ -122,6 +139,30 @@ def test_an_unknown_drive_is_logged_with_what_to_do(agent: Sandbox) -> None:
         for e in agent.entries(f"_SYSTEMD_UNIT={unitnames.AGENT_UNIT}")), 10)
     assert last_led(agent) == OFF  # not ours: nothing to show
     agent.unplug(device)
+
+
+def test_with_a_second_led_each_thing_has_its_own(sandbox: Sandbox) -> None:
+    """notify.led.failure_index: 1 (a BlinkStick Nano): the work on LED 0, failures on 1."""
+    plug_into(sandbox, CONFIG)
+    repos.init(sandbox, REPO)
+    cfg = config()
+    cfg["notify"]["led"]["failure_index"] = 1
+    sandbox.write(CONFIG, json.dumps(cfg, indent=1))
+    offsite(sandbox, "install")
+    sandbox.wait_for_state(unitnames.AGENT_UNIT, ["active"])
+    assert sandbox.systemctl("start", unitnames.job_unit("broken"), check=False).returncode != 0
+
+    def lit(index: int) -> list[int] | None:
+        seen = [c["rgb"] for c in colors(sandbox.host_path(EMU)) if c["index"] == index]
+        return seen[-1] if seen else None
+
+    sandbox.wait_until("red on LED 1", lambda: lit(1) == RED and lit(0) == OFF, 30)
+    device = sandbox.plug(sandbox.make_drive("d1", DRIVE, size_mb=64))
+    sandbox.wait_until("the copy", lambda: ("copy", "success") in history(sandbox), 60)
+    sandbox.wait_until("green on LED 0, red on LED 1", lambda: lit(0) == GREEN and
+                       lit(1) == RED, 30)
+    sandbox.unplug(device)
+    sandbox.wait_until("LED 0 off, LED 1 still red", lambda: lit(0) == OFF and lit(1) == RED, 30)
 
 
 def test_led_clear_turns_a_red_led_off(agent: Sandbox) -> None:

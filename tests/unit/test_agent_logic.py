@@ -25,7 +25,10 @@ from offsite.views import drives, schedule, status
     (Picture(active={"offsite-n.service": None}, drives={"a": Phase.DONE}), "working"),
     (Picture(drives={"a": Phase.PENDING}), "working-drive"),  # plugged, job not started yet
     (Picture(active={"offsite-n.service": None, "offsite-c@a.service": "a"}), "working-drive"),
-    (Picture(active={"offsite-c@a.service": "a"}, failed_jobs={"n"}), "failed"),
+    # a failure no longer hides the work (it is shown beside it: frames below)
+    (Picture(active={"offsite-c@a.service": "a"}, failed_jobs={"n"}), "working-drive"),
+    (Picture(drives={"a": Phase.DONE}, failed_jobs={"n"}), "done"),
+    (Picture(failed_jobs={"n"}), "failed"),
     (Picture(drives={"a": Phase.FAILED}), "off"),
 ])
 def test_led_priorities(picture: Picture, state: str) -> None:
@@ -33,8 +36,45 @@ def test_led_priorities(picture: Picture, state: str) -> None:
 
 
 def test_led_says_why() -> None:
-    assert resolve(Picture(failed_jobs={"b", "a"})) == Verdict("failed", "failed: a, b")
+    assert resolve(Picture(failed_jobs={"b", "a"})) == Verdict("failed", "failed: a, b",
+                                                               ("a", "b"))
     assert resolve(Picture(drives={"d1": Phase.DONE})).why == "safe to remove: drive d1"
+    assert resolve(Picture(drives={"d1": Phase.DONE}, failed_jobs={"n"})).why == \
+        "safe to remove: drive d1; failed: n"
+
+
+def test_green_is_never_hidden_by_a_failure_nor_a_failure_by_green() -> None:
+    """Issue #18: a scheduled check failed, then a drive was copied: the LED stayed red."""
+    done_and_failed = resolve(Picture(drives={"d1": Phase.DONE}, failed_jobs={"check"}))
+    one_led = ledstate.frames(done_and_failed, 0, None)
+    assert [f.lights for f in one_led] == [((0, "done"),), ((0, "failed"),)]
+    assert one_led[0].seconds == ledstate.FLASH_EVERY - ledstate.FLASH_FOR  # mostly green
+    assert one_led[1].seconds == ledstate.FLASH_FOR
+    two_leds = ledstate.frames(done_and_failed, 0, 1)
+    assert [f.lights for f in two_leds] == [((0, "done"), (1, "failed"))]
+    # each alone: steady
+    assert ledstate.frames(resolve(Picture(failed_jobs={"x"})), 0, None) == \
+        (ledstate.Frame(((0, "failed"),)),)
+    assert ledstate.frames(resolve(Picture(drives={"d1": Phase.DONE})), 0, 1) == \
+        (ledstate.Frame(((0, "done"), (1, "off"))),)
+    assert ledstate.frames(resolve(Picture(failed_jobs={"x"})), 0, 1) == \
+        (ledstate.Frame(((0, "off"), (1, "failed"))),)
+
+
+def test_every_situation_of_the_picture_shows_both_things() -> None:
+    for text, verdict in ledstate.DISPLAYS:
+        shown = {name for f in ledstate.frames(verdict, 0, None) for _, name in f.lights}
+        if verdict.failed:
+            assert "failed" in shown, text
+        if verdict.state not in ("off", "failed"):
+            assert verdict.state in shown, text
+
+
+def test_the_led_picture_in_docs_is_current() -> None:
+    from offsite.config.model import Led
+
+    current = (Path(__file__).resolve().parents[2] / "docs" / "led-states.svg").read_text()
+    assert current == ledstate.svg(dict(Led().colors)), "run `make docs` and commit it"
 
 
 def test_brightness_scales_the_colour() -> None:

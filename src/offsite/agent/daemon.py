@@ -74,6 +74,7 @@ class Agent:
         self.bus: systemd.Bus | None = None
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()  # connected and the first picture taken
+        self.player: asyncio.Task[None] | None = None  # shows frames in turn (a flash)
 
     # -- the picture and the LED ----------------------------------------------------------
     def failed_jobs(self) -> set[str]:
@@ -92,14 +93,37 @@ class Agent:
         picture = Picture(dict(self.active), dict(self.drives), frozenset(self.failed_jobs()),
                           frozenset(self.unlocked))
         verdict = ledstate.resolve(picture)
-        if verdict != self.verdict or self.stick.shown != verdict.state:
-            if verdict.state != self.verdict.state:
-                log.info("LED: %s (%s)%s", verdict.state, verdict.why, f"; {why}" if why else "")
+        led = self.cfg.notify.led
+        frames = ledstate.frames(verdict, led.index, led.failure_index)
+        if verdict != self.verdict or self.stick.shown not in {f.lights for f in frames}:
+            if (verdict.state, verdict.failed) != (self.verdict.state, self.verdict.failed):
+                log.info("LED: %s%s (%s)%s", verdict.state, " + failed" if verdict.failed and
+                         verdict.state != "failed" else "", verdict.why,
+                         f"; {why}" if why else "")
             self.verdict = verdict
-            self.stick.show(verdict.state)
-            state.write(LED_STATE, {"state": verdict.state, "why": verdict.why,
-                                    "device": self.stick.shown is not None, "since": time.time()})
+            self._play(frames)
+            state.write(LED_STATE, {"state": verdict.state, "failed": list(verdict.failed),
+                                    "why": verdict.why, "device": self.stick.shown is not None,
+                                    "since": time.time()})
             systemd.notify(f"STATUS=LED {verdict.state}: {verdict.why}")
+
+    def _play(self, frames: tuple[ledstate.Frame, ...]) -> None:
+        """Show the first frame; more than one (a red flash beside the work's colour) are
+        shown in turn by a task until the next verdict. Nothing wakes the agent otherwise."""
+        if self.player is not None:
+            self.player.cancel()
+            self.player = None
+        self.stick.show(frames[0].lights)
+        if len(frames) > 1:
+            with contextlib.suppress(RuntimeError):  # (no event loop: the first frame only)
+                self.player = asyncio.get_running_loop().create_task(self._cycle(frames))
+
+    async def _cycle(self, frames: tuple[ledstate.Frame, ...]) -> None:
+        await asyncio.sleep(frames[0].seconds or ledstate.FLASH_EVERY)  # (already shown)
+        while True:
+            for frame in (*frames[1:], frames[0]):
+                self.stick.show(frame.lights)
+                await asyncio.sleep(frame.seconds or ledstate.FLASH_EVERY)
 
     # -- udev -------------------------------------------------------------------------------
     def on_block(self, sys_path: str, action: str, uuid: str | None, fstype: str | None) -> None:

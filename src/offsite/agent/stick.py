@@ -17,13 +17,16 @@ log = logging.getLogger(__name__)
 VENDOR_ID, PRODUCT_ID = 0x20A0, 0x41E5
 
 
+Lights = tuple[tuple[int, str], ...]  # (LED index, state whose colour) for each LED set
+
+
 class Stick:
-    """One BlinkStick LED, shown a state by name (ledstate.STATES)."""
+    """A BlinkStick, shown states by name (ledstate.STATES) on one LED or two."""
 
     def __init__(self, cfg: Led) -> None:
         self.cfg = cfg
         self.device: Any = None
-        self.shown: str | None = None  # what the device was last set to
+        self.shown: Lights | None = None  # what the device was last set to
         self.warned = False
 
     def _find(self) -> Any:
@@ -38,11 +41,10 @@ class Stick:
             log.warning("LED: " + message + "; offsite works on without it", *args)
             self.warned = True
 
-    def show(self, state: str) -> bool:
-        """Set the LED to state's colour; True if the device took it."""
+    def show(self, lights: Lights) -> bool:
+        """Set each LED to its state's colour; True if the device took them all."""
         if not self.cfg.enabled:
             return False
-        color = (0, 0, 0) if state == "off" else rgb(self.cfg.color(state), self.cfg.brightness)
         try:
             if self.device is None:
                 self.device = self._find()
@@ -52,8 +54,11 @@ class Stick:
                     self.shown = None
                     return False
                 log.info("LED: BlinkStick %s found", self.device.get_serial())
-            self.device.set_color(channel=0, index=self.cfg.index, red=color[0],
-                                  green=color[1], blue=color[2])
+            for index, state in lights:
+                color = (0, 0, 0) if state == "off" else rgb(self.cfg.color(state),
+                                                             self.cfg.brightness)
+                self.device.set_color(channel=0, index=index, red=color[0], green=color[1],
+                                      blue=color[2])
         except Exception as exc:  # any failure of the device is a warning
             self.device = None
             self.shown = None
@@ -65,5 +70,5 @@ class Stick:
         if self.warned:
             log.info("LED: the BlinkStick answers again")
         self.warned = False
-        self.shown = state
+        self.shown = lights
         return True

@@ -443,6 +443,11 @@ def _read_value(m: FieldMap, setting: Setting, variant: str | None, section: Sec
             return None
         return size
     if kind.read is Read.INTEGER:
+        if default is None:  # optional: absent is None
+            if not m.has(key):
+                return None
+            value = m.integer(key, int(kind.low or 0), int(kind.high or 0), -1)
+            return None if value == -1 else value
         assert isinstance(default, int)  # noqa: S101 - declared with every integer
         return m.integer(key, int(kind.low or 0), int(kind.high or 0), default)
     if kind.read is Read.BOOLEAN:

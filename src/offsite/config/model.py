@@ -212,6 +212,7 @@ class Led:
     enabled: bool = _d(L, "enabled")
     index: int = _d(L, "index")
     brightness: int = _d(L, "brightness")  # percent of full
+    failure_index: int | None = None  # a second LED for failures alone
     colors: tuple[tuple[str, str], ...] = tuple(
         (s.key, str(s.default)) for s in schema.LED_COLORS.settings)
 

@@ -413,8 +413,14 @@ def _read_notify(m: FieldMap, host: HostChecks) -> Notify:
         v = read_section(lm, schema.LED)
         cm = lm.mapping("colors")
         lm.done()
-        led = Led(v.flag("enabled"), v.integer("index"), v.integer("brightness"),
-                  _read_colors(cm) if cm is not None else led.colors)
+        failure_index = v.get("failure_index")
+        if failure_index is not None and failure_index == v.integer("index"):
+            lm.fail("failure_index", f"LED {failure_index} is already the one for the work "
+                    "(index)", "the other LED of the stick, e.g. 1 on a BlinkStick Nano")
+        led = Led(enabled=v.flag("enabled"), index=v.integer("index"),
+                  brightness=v.integer("brightness"),
+                  failure_index=failure_index if isinstance(failure_index, int) else None,
+                  colors=_read_colors(cm) if cm is not None else led.colors)
     healthchecks: Healthchecks | None = None
     hm = m.mapping("healthchecks")
     if hm is not None:

@@ -387,10 +387,14 @@ LED_COLORS = Section(
 
 LED = Section(
     "notify.led", "A BlinkStick: blue/yellow while working, green when a drive is safe to "
-    "remove, red on a failure until the next success or `offsite led clear`. A missing LED "
-    "is a warning, never a failed backup.", (
+    "remove, red on a failure until the next success or `offsite led clear`, never hiding "
+    "one another (README, The LED). A missing LED is a warning, never a failed backup.", (
         Setting("enabled", BOOLEAN, "Drive the LED at all.", default=True),
         Setting("index", integer(0, 63), "Which LED of the stick.", default=0),
+        Setting("failure_index", integer(0, 63), "A second LED for failures alone (1 on a "
+                "BlinkStick Nano); without it a failure is a red flash beside the work's "
+                "colour, or steady red when nothing else is going on.",
+                default_doc="none: one LED says both"),
         Setting("brightness", integer(1, 100), "Percent of full brightness (a BlinkStick at "
                 "full power lights a room).", default=40),
         Setting("colors", MAPPING, "The colour of each state (below)."),

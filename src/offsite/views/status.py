@@ -44,6 +44,7 @@ class Status:
     led: str | None
     led_why: str | None
     agent: str
+    led_failed: bool = False  # a failure shown beside the work (a red flash, or LED 2)
 
 
 def _next_elapse(timer: str) -> float | None:
@@ -80,7 +81,7 @@ def collect(cfg: Config, now: float | None = None) -> Status:
     agent = states[unitnames.AGENT_UNIT]
     return Status(rows, drives.rows(cfg, drives.load_records(cfg), now),
                   drives.target_rows(cfg, drives.load_target_records(cfg), now),
-                  led.get("state"), led.get("why"), agent or "unknown")
+                  led.get("state"), led.get("why"), agent or "unknown", bool(led.get("failed")))
 
 
 def _until(t: float | None, now: float) -> str:
@@ -98,6 +99,8 @@ def render_text(s: Status, now: float) -> str:
     failed = [j.name for j in s.jobs if j.result == "failed"]
     headline = f"{len(failed)} job(s) FAILED: {', '.join(failed)}" if failed else "All jobs OK"
     led = LED_WORDS.get(s.led or "", "unknown (the agent has not run)")
+    if s.led_failed and s.led != "failed":
+        led = led.split(" (")[0] + " + red (a job failed)"
     lines += [_short(headline, 79), f"LED: {_short(led, 40)}   agent: {s.agent}", ""]
     header = ("JOB", "LAST RESULT", "WHEN", "TOOK", "NEXT")
     table = [header]
