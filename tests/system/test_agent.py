@@ -60,7 +60,7 @@ def flashing(box: Sandbox, steady: list[int], flash: list[int]) -> bool:
     if len(seen) < 5 or [c["rgb"] for c in seen[:4]] not in (
             [steady, flash, steady, flash], [flash, steady, flash, steady]):
         return False
-    held = {tuple(c["rgb"]): seen[i + 1]["t"] - c["t"] for i, c in enumerate(seen[:-1])}
+    held = {tuple(c["rgb"]): float(seen[i + 1]["t"] - c["t"]) for i, c in enumerate(seen[:-1])}
     return held[tuple(steady)] > held[tuple(flash)]
 
 

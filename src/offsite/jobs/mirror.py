@@ -26,6 +26,7 @@ out. The source is held still by ``borg with-lock`` (``copy_locked``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -351,16 +352,28 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
             done_bytes = _apply_step(step, src, layout, new, current, steps, written, touched,
                                      done_bytes)
         except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            partial.unlink(missing_ok=True)
-            raise Fatal(f"the drive filled up at {step.op} {step.path or ''}".rstrip() +
-                        f" ({quantities.format_size(done_bytes)} of "
-                        f"{quantities.format_size(total)} written): something else is using "
-                        "its room", ROOM_HINT) from exc
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise _drive_error(exc, step, done_bytes, total) from exc
         if progress is not None:
             progress(Progress(done_bytes, total, i + 1, len(steps)))
     return Result(len(steps), done_bytes, time.monotonic() - started)
+
+
+def _drive_error(exc: OSError, step: Step, done: int, total: int) -> Fatal:
+    """What a failed write or read of the drive means, for the failure mail."""
+    where = f"{step.op} {step.path}".rstrip()
+    written = f"{quantities.format_size(done)} of {quantities.format_size(total)} written"
+    if exc.errno == errno.ENOSPC:
+        return Fatal(f"the drive filled up at {where} ({written}): something else is using "
+                     "its room", ROOM_HINT)
+    if exc.errno in (errno.EIO, errno.EROFS, errno.ENODEV, errno.ENXIO):
+        return Fatal(f"the drive failed at {where} ({written}): {exc.strerror}; what it "
+                     "holds of this copy cannot be trusted",
+                     "the drive still holds the previous complete copy; check the drive, its "
+                     "cable and port (dmesg), or use another drive")
+    return Fatal(f"the copy failed at {where} ({written}): {exc.strerror or exc}",
+                 "the drive still holds the previous complete copy")
 
 
 def _apply_step(step: Step, src: Path, layout: Layout, new: Path, current: Path | None,
