@@ -1,0 +1,107 @@
+"""A drive whose writes start failing in the middle of a copy (issue #19), made with
+dm-flakey under the drive's LUKS container in the guest: the copy fails saying the drive
+failed, the LED never says "unplug now" for it, and the previous copy stays intact (the
+next plug, the drive healthy again, completes a copy borg check accepts on the drive)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .guest import Guest
+from .test_luks import CONFIG, REPO, WEAK, _last_run, blank, encrypted_repository
+
+FLAKEY = "offsite-test-flakey"
+OFFSET = 8192  # sectors: the container starts here, so the raw disk shows no signature
+
+
+def _table(g: Guest, disk: str, failing: bool) -> str:
+    sectors = int(g.run(["blockdev", "--getsz", disk]).stdout) - OFFSET
+    if failing:  # always "down", and while down every write fails (reads still work)
+        return f"0 {sectors} flakey {disk} {OFFSET} 0 3600 1 error_writes"
+    return f"0 {sectors} flakey {disk} {OFFSET} 86400 0"
+
+
+def _plug(g: Guest, disk: str) -> None:
+    """The drive appears (as a USB drive's device would): the flakey device is created."""
+    g.run(["dmsetup", "create", FLAKEY, "--table", _table(g, disk, failing=False)])
+    g.run(["udevadm", "settle"])
+
+
+def _unplug(g: Guest, uuid: str) -> None:
+    mapper = f"/dev/mapper/offsite-{uuid}"
+    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
+                                                       check=False).returncode != 0, 120)
+    g.run(["dmsetup", "remove", "--retry", FLAKEY])
+    g.run(["udevadm", "settle"])
+
+
+WRITING = (  # the copy (not borg with-lock) with a file open for writing: frozen there
+    "for i in $(seq 1200); do "
+    "for pid in $(pgrep -f 'python[0-9.]* [^ ]*/offsite mirror-copy'); do "
+    "if ls -l /proc/$pid/fd 2>/dev/null | grep -q offsite-partial; then "
+    "kill -STOP $pid; echo $pid; exit 0; fi; done; sleep 0.05; done; exit 1")
+
+
+def test_writes_failing_mid_copy(guest: Guest, tmp_path: Path) -> None:
+    g = guest
+    g.run(["modprobe", "dm-flakey"])
+    g.plug(blank(tmp_path / "d5.img", 200), "d5")
+    disk = g.run(["readlink", "-f", "/dev/disk/by-id/virtio-d5"]).stdout.strip()
+    g.run(["dmsetup", "create", FLAKEY, "--table", _table(g, disk, failing=False)])
+    g.write("/root/d5.pass", "a passphrase", mode=0o400)
+    g.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *WEAK, "--key-file",
+           "/root/d5.pass", f"/dev/mapper/{FLAKEY}"])
+    g.run(["cryptsetup", "open", "--key-file", "/root/d5.pass", f"/dev/mapper/{FLAKEY}", "d5"])
+    g.run(["mkfs.ext4", "-q", "/dev/mapper/d5"])
+    g.run(["cryptsetup", "close", "d5"])
+    out = g.run(["offsite", "drive", "enroll", f"/dev/mapper/{FLAKEY}", "--name", "d5",
+                 "--passphrase-file", "/root/d5.pass"]).stdout
+    uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+    g.run(["dmsetup", "remove", "--retry", FLAKEY])
+    repository = encrypted_repository(g)
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 20000000 /dev/urandom > /srv/one && "
+           f"borg create --compression=none {REPO}::one /srv/one"], timeout=600)
+    g.write(CONFIG, json.dumps({
+        "drives": {"d5": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d5.key",
+                          "mount": "/mnt/offsite", "check_every": "0"}},
+        "repositories": {"main": repository},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d5"}},
+        "notify": {"led": {"enabled": False}},
+    }))
+    g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+
+    _plug(g, disk)  # a first, healthy copy
+    g.wait_until("the first copy", lambda: _last_run(g, "copy") == ("success", ""), 600)
+    _unplug(g, uuid)
+
+    g.run(["sh", "-c", f". /root/.borg-env && head -c 20000000 /dev/urandom > /srv/two && "
+           f"borg create --compression=none {REPO}::two /srv/two"], timeout=600)
+    agent_before = len(g.run(["journalctl", "-o", "cat", "-u", "offsite-agent"]).stdout)
+    _plug(g, disk)
+    frozen = g.run(["sh", "-c", WRITING], timeout=300, check=False)
+    assert frozen.returncode == 0, g.run(["journalctl", "-o", "cat", "-u",
+                                          "offsite-copy@d5.service"]).stdout
+    # mid-copy, the drive starts failing every write
+    g.run(["dmsetup", "suspend", "--nolockfs", FLAKEY])
+    g.run(["dmsetup", "load", FLAKEY, "--table", _table(g, disk, failing=True)])
+    g.run(["dmsetup", "resume", FLAKEY])
+    g.run(["kill", "-CONT", frozen.stdout.strip()])
+    g.wait_until("the copy to fail", lambda: (_last_run(g, "copy") or ("",))[0] == "failed", 300)
+    _, detail = _last_run(g, "copy") or ("", "")
+    assert "the drive failed at" in detail and "cannot be trusted" in detail, detail
+    said = g.run(["journalctl", "-o", "cat", "-u", "offsite-agent"]).stdout[agent_before:]
+    assert "LED: done" not in said, said  # never "unplug now" for a copy that failed
+
+    # healthy again: the previous copy was intact, and the next plug completes a copy
+    # that borg check accepts on the drive itself (check_every: 0)
+    g.run(["dmsetup", "suspend", "--nolockfs", FLAKEY])
+    g.run(["dmsetup", "load", FLAKEY, "--table", _table(g, disk, failing=False)])
+    g.run(["dmsetup", "resume", FLAKEY])
+    _unplug(g, uuid)
+    _plug(g, disk)
+    g.wait_until("a copy after the fault", lambda: _last_run(g, "copy") == ("success", ""), 600)
+    journal = g.run(["journalctl", "-o", "cat", "-u", "offsite-copy@d5.service"]).stdout
+    assert journal.count("passed borg check") == 2, journal
+    _unplug(g, uuid)
+    g.unplug("d5")
