@@ -146,6 +146,23 @@ class Sandbox:
                          *(["--pipe"] if pipe else []), *props, "--", *argv],
                         check=check, timeout=timeout)
 
+    def processes(self, unit: str) -> list[tuple[int, list[bytes]]]:
+        """(host pid, argv) of each process in the unit's control group now (none when the
+        unit is not running)."""
+        group = self.show(unit, "ControlGroup")
+        try:
+            pids = self.host_path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split() \
+                if group else []
+        except OSError:
+            return []
+        out = []
+        for pid in pids:
+            try:
+                out.append((int(pid), Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")))
+            except OSError:
+                continue  # ended meanwhile
+        return out
+
     def show(self, unit: str, prop: str) -> str:
         return self.systemctl("show", "--property", prop, "--value", "--", unit).stdout.strip()
 

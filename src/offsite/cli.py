@@ -142,7 +142,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
                            extra=logmod.fields(job=args.job))
             execute.tell_hook(stopped=stop.signal_name)
         run.die_of(stop.signum)
-        raise
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))

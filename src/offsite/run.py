@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _tracked(proc: subprocess.Popen[Any]) -> Iterator[None]:
         raise Stopped(_stop)
 
 
-def die_of(signum: int) -> None:
+def die_of(signum: int) -> NoReturn:
     """End this process by signum, as if it had never been caught: systemd then sees a
     service stopped by its own stop signal, not one that failed."""
     signal.signal(signum, signal.SIG_DFL)

@@ -383,13 +383,7 @@ def test_a_drive_filled_by_something_else_mid_copy_ends_with_the_reason(
     frozen: list[int] = []
 
     def copy_running() -> bool:
-        group = sandbox.show(unit, "ControlGroup")
-        procs = sandbox.host_path(f"/sys/fs/cgroup{group}/cgroup.procs") if group else None
-        for pid in (procs.read_text().split() if procs and procs.exists() else []):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+        for pid, argv in sandbox.processes(unit):
             if argv[2:3] != [b"mirror-copy"]:  # (not borg with-lock, whose argv names it too)
                 continue
             try:  # writing a file: its temporary name is open
@@ -397,8 +391,8 @@ def test_a_drive_filled_by_something_else_mid_copy_ends_with_the_reason(
             except OSError:
                 continue
             if any(f.endswith(".offsite-partial") for f in open_files):
-                os.kill(int(pid), signal.SIGSTOP)
-                frozen.append(int(pid))
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
                 return True
         return False
 

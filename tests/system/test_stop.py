@@ -54,21 +54,8 @@ def _install(box: Sandbox, text: str) -> None:
 
 def _pid_in(box: Sandbox, unit: str, *words: bytes) -> int | None:
     """The pid of a process in the unit's control group whose argv has all of words."""
-    group = box.show(unit, "ControlGroup")
-    if not group:
-        return None
-    try:
-        pids = box.host_path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split()
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if all(any(w in a for a in argv) for w in words):
-            return int(pid)
-    return None
+    return next((pid for pid, argv in box.processes(unit)
+                 if all(any(w in a for a in argv) for w in words)), None)
 
 
 def _held(box: Sandbox) -> bool:

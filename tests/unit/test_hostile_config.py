@@ -77,30 +77,19 @@ class Case:
     also: tuple[tuple[str, str], ...] = ()  # more (old, new) replacements
 
 
-def _secret(name: str, mode: int, uid: int = 0) -> Callable[[Path], None]:
+def _file(name: str, mode: int, uid: int = 0, gid: int = 0,
+          text: str = "secret\n") -> Callable[[Path], None]:
+    """A row's preparation: the file tmp/NAME with this content, owner and mode."""
     def make(tmp: Path) -> None:
-        path = tmp / "keys" / name
-        path.write_text("secret\n")
-        os.chown(path, uid, 0)
-        path.chmod(mode)
-    return make
-
-
-def _config_file(mode: int, uid: int = 0, gid: int = 0) -> Callable[[Path], None]:
-    def make(tmp: Path) -> None:
-        path = tmp / "offsite.yaml"
-        path.touch()
+        path = tmp / name
+        path.write_text(text)
         os.chown(path, uid, gid)
         path.chmod(mode)
     return make
 
 
-def _borgmatic_config(mode: int) -> Callable[[Path], None]:
-    def make(tmp: Path) -> None:
-        path = tmp / "borgmatic.yaml"
-        path.write_text("repositories: []\n")
-        path.chmod(mode)
-    return make
+def _secret(name: str, mode: int, uid: int = 0) -> Callable[[Path], None]:
+    return _file(f"keys/{name}", mode, uid)
 
 
 def _link_to_public(name: str) -> Callable[[Path], None]:
@@ -242,7 +231,7 @@ CASES = [
     Case("secret", "keys/d2.key", "keys/missing.key", "drives.d2.keyfile", "does not exist"),
     Case("secret", "    passphrase_file: {tmp}/keys/main.pass\n", "    borgmatic_config: "
          "{tmp}/borgmatic.yaml\n", "repositories.main.borgmatic_config", "writable by others",
-         _borgmatic_config(0o666)),
+         _file("borgmatic.yaml", 0o666, text="repositories: []\n")),
     Case("secret", "keys/d2.key", "keys", "drives.d2.keyfile", "not a regular file"),
     # --- URLs and addresses
     Case("url", "url: https://hc-ping.com/abc", "url: https://hc-ping.com/a b",
@@ -264,9 +253,9 @@ CASES = [
     Case("file", "  main:\n", "  ? !!python/name:os.system\n  :\n", "repositories",
          "YAML tag !!python/name:os.system"),
     Case("file", "", "# " + "x" * (1 << 20) + "\n", "", "larger than 1024 KiB"),
-    Case("file", "", "", "", "writable by others", _config_file(0o646)),
-    Case("file", "", "", "", "writable by its group", _config_file(0o664, gid=1000)),
-    Case("file", "", "", "", "belongs to uid 1000", _config_file(0o644, uid=1000)),
+    Case("file", "", "", "", "writable by others", _file("offsite.yaml", 0o646)),
+    Case("file", "", "", "", "writable by its group", _file("offsite.yaml", 0o664, gid=1000)),
+    Case("file", "", "", "", "belongs to uid 1000", _file("offsite.yaml", 0o644, uid=1000)),
     Case("file", "jobs:\n", "jobs:\n  nightly: {kind: borg-check}\n", "jobs.nightly",
          "defined twice"),
 ]
