@@ -19,7 +19,7 @@ from offsite import log as logmod
 from offsite.config import reader as configmod
 from offsite.config.model import Config, DriveTrigger, DriveType, Job, Schedule, Target, TargetType
 from offsite.errors import EXIT_FAILURE, Fatal
-from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, secrets
+from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, push, pushkeys, secrets
 from offsite.notify import notices, spool
 from offsite.run import CommandError
 from offsite.targets import cloudraid, nbd, registry
@@ -239,6 +239,21 @@ def cmd_mirror_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_copy(args: argparse.Namespace) -> int:
+    cfg = configmod.load(args.config)
+    job = _job_arg(cfg, args.job)
+    try:
+        sent = push.push_repository(cfg, job, args.repository)
+    except Fatal as exc:
+        # for the job (its parent's parent, under borg with-lock) to give as its reason
+        summary = state.this_run_summary()
+        if summary is not None:
+            state.update(summary, copy_error=str(exc))
+        raise
+    print(f"sent {sent} bytes")
+    return 0
+
+
 def cmd_namespace(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     if args.action == "hold":
@@ -357,13 +372,21 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_ssh_key(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     job = _job_arg(cfg, args.job)
-    if job.pull is None:
-        raise Fatal(f"job {job.name} is a {job.kind} job; only pull jobs have SSH keys")
-    keys = pullkeys.authorized_keys(job, args.allowed_from)
-    source = job.pull
+    if job.pull is not None:
+        keys = pullkeys.authorized_keys(job, args.allowed_from)
+        user, host = job.pull.user, job.pull.host
+    elif job.to is not None:
+        keys = pushkeys.authorized_keys(job, args.allowed_from)
+        user, host = job.to.user, job.to.host
+    else:
+        raise Fatal(f"job {job.name} is a {job.kind} job; only pull and push jobs have SSH keys")
     print(f"# {len(keys)} key(s) of job {job.name} in {pullkeys.key_dir(job)}; add these lines "
-          f"to ~{source.user}/.ssh/authorized_keys on {source.host}. Each key can do one "
-          "thing only, and only from " + args.allowed_from + ".", file=sys.stderr)
+          f"to ~{user}/.ssh/authorized_keys on {host}. Each key can do one thing only, and "
+          "only from " + args.allowed_from + ".", file=sys.stderr)
+    if job.to is not None:
+        print(f"# The first sends (write-only, into {job.to.path}); the second only reads "
+              "there, for a restore-test of the pushed copy: leave it out if none runs. "
+              f"{job.to.path} must exist and belong to {user}.", file=sys.stderr)
     for line in keys:
         print(line)
     return 0
@@ -629,15 +652,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser(
+        "push-copy", parents=[common],
+        help="push one repository of a push job to its far side (internal)",
+        description="Send repository REPOSITORY of push job JOB into a new tree on the far "
+        "side and switch to it in one step. Run it under `borg with-lock` so the repository "
+        "holds still; the push job does that.",
+    )
+    p.add_argument("job")
+    p.add_argument("repository")
+    p.set_defaults(func=cmd_push_copy)
+
+    p = sub.add_parser(
         "ssh-key", parents=[common],
-        help="create a pull job's SSH keys; print the authorized_keys lines for the far side",
+        help="create a pull or push job's SSH keys; print the far side's authorized_keys lines",
         description="Create the key pairs of pull job JOB (once; kept in /var/lib/offsite/ssh) "
         "and print one authorized_keys line per key for the far side: `restrict`, `from=` "
         "ADDRESS, and a forced command: a read-only rsync of one listed path (rrsync -ro), "
-        "or the job's before/after command. A stolen key can do that one thing and nothing "
-        "else. Lines go to stdout, the explanation to stderr.",
+        "or the job's before/after command; for a push job a write-only rsync into its far "
+        "directory (rrsync -wo) and a read-only one for restore tests (rrsync -ro). A stolen "
+        "key can do that one thing and nothing else. Lines go to stdout, the explanation to "
+        "stderr.",
     )
-    p.add_argument("job", help="a pull job's name")
+    p.add_argument("job", help="a pull or push job's name")
     p.add_argument("--from", dest="allowed_from", required=True, metavar="ADDRESS",
                    help="the address (or pattern, e.g. 192.0.2.0/24) the far side sees this "
                    "machine connect from")

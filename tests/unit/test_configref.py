@@ -31,6 +31,11 @@ jobs:
     schedule: daily
     destination: /srv/holding
     source: {host: vps.example.org, paths: [/etc]}
+  far-copy:
+    kind: push
+    repositories: [main]
+    to: {host: far.example.org, path: /srv/offsite/here}
+  far-proof: {kind: restore-test, repositories: [main], push: far-copy}
 notify:
   email:
     to: [me@example.org]
@@ -91,6 +96,10 @@ def test_the_model_holds_the_schemas_defaults(tmp_path: Path) -> None:
     pull = cfg.job("vps").pull
     assert pull is not None and (pull.user, pull.port) == (
         schema.PULL_SOURCE.default("user"), schema.PULL_SOURCE.default("port"))
+    to = cfg.job("far-copy").to
+    assert to is not None and (to.user, to.port, to.compress, to.bandwidth) == (
+        schema.PUSH_TARGET.default("user"), schema.PUSH_TARGET.default("port"),
+        schema.PUSH_TARGET.default("compress"), None)
     email = cfg.notify.email
     assert email is not None and email.smtp is not None
     assert email.smtp.port == schema.SMTP.default("port", "starttls") == 587

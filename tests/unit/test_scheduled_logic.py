@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from offsite import sshkeys
 from offsite.config.model import Job, JobKind, PullSource
 from offsite.errors import Fatal
 from offsite.jobs import borgjson, pull, pullkeys, restoretest
@@ -28,7 +29,7 @@ def test_one_key_per_capability_each_forced_to_one_command() -> None:
         ("path-2", "rrsync -ro /etc"),
         ("after", "docker start app"),
     ]
-    line = pullkeys.authorized_line(caps[1], "ssh-ed25519 AAAAkey offsite pull vps path-1\n",
+    line = sshkeys.authorized_line(caps[1], "ssh-ed25519 AAAAkey offsite pull vps path-1\n",
                                    "192.0.2.10")
     assert line == ('restrict,from="192.0.2.10",command="rrsync -ro /srv/app/data" '
                     "ssh-ed25519 AAAAkey offsite pull vps path-1")
@@ -39,7 +40,7 @@ def test_one_key_per_capability_each_forced_to_one_command() -> None:
 @pytest.mark.parametrize("bad", ['1.2.3.4" ,command="sh', "a b", "", "host;rm"])
 def test_a_from_pattern_cannot_break_out_of_its_quotes(bad: str) -> None:
     with pytest.raises(Fatal):
-        pullkeys.authorized_line(pullkeys.capabilities(SOURCE)[0], "ssh-ed25519 AAAA", bad)
+        sshkeys.authorized_line(pullkeys.capabilities(SOURCE)[0], "ssh-ed25519 AAAA", bad)
 
 
 def test_ssh_uses_only_the_keys_and_host_key_offsite_gives_it(tmp_path: Path) -> None:

@@ -345,6 +345,11 @@ class Values(dict[str, object]):
     def flag(self, key: str) -> bool:
         return self.get(key) is True
 
+    def size(self, key: str) -> int | None:
+        """A size in bytes, or None when the key is absent and has no default."""
+        value = self.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def texts(self, key: str) -> tuple[str, ...]:
         value = self.get(key)
         return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple) else ()
@@ -392,7 +397,7 @@ def read_section(m: FieldMap, section: Section) -> Values:
 def _missing(m: FieldMap, setting: Setting, variant: str | None, section: Section) -> bool:
     """Report a required key that is absent; True if it was."""
     if not setting.required or (setting.only and variant not in setting.only) or \
-            m.has(setting.key):
+            variant in setting.optional_for or m.has(setting.key):
         return False
     where = f" for {variant} {section.noun}" if setting.only and variant else ""
     m.r.problem(m.node.loc, m.key_path(setting.key), f"{setting.key} is required{where}",

@@ -26,6 +26,7 @@ __all__ = ["DriveType", "JobKind", "OnWarning", "RaidLevel", "SecretSource", "Sm
            "TargetType"]
 D, T, J, S, E, L, H, N, P = (schema.DRIVES, schema.TARGETS, schema.JOBS, schema.SMTP, schema.EMAIL,
                              schema.LED, schema.HEALTHCHECKS, schema.NAMESPACE, schema.PULL_SOURCE)
+PT = schema.PUSH_TARGET
 
 
 def _d(section: schema.Section, key: str) -> Any:
@@ -140,6 +141,17 @@ class PullSource:
 
 
 @dataclass(frozen=True)
+class PushTarget:
+    host: str
+    path: str  # the far side's directory (rrsync's root for the job's keys)
+    user: str = _d(PT, "user")
+    port: int = _d(PT, "port")
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; else trusted on first use
+    bandwidth: int | None = None  # bytes a second
+    compress: bool = _d(PT, "compress")
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     kind: JobKind
@@ -157,13 +169,16 @@ class Job:
     stale_after: float | None = None  # seconds; no success for longer raises an alert
     reads: tuple[Path, ...] = ()  # paths others write (a pull's holding directory): locked too
     target: str | None = None  # mirror: a target (cloud RAID, NBD) instead of a drive
+    to: PushTarget | None = None  # push: the far side
+    paths: tuple[Path, ...] = ()  # push: plain directories sent besides the repositories
+    of_push: str | None = None  # restore-test: test the copy this push job sent
 
     @property
     def opens(self) -> tuple[str, ...]:
         """The repositories whose archives the job reads, and so whose passphrases it
         needs (a mirror names each copy's latest archive in the drive's RECOVERY.txt); a
         borgmatic job has borgmatic's own settings."""
-        opening = (JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.MIRROR)
+        opening = (JobKind.BORG_CHECK, JobKind.RESTORE_TEST, JobKind.MIRROR, JobKind.PUSH)
         return self.repositories if self.kind in opening else ()
 
     @property

@@ -47,6 +47,7 @@ from offsite.config.model import (
     OnWarning,
     Passphrase,
     PullSource,
+    PushTarget,
     RaidLevel,
     Repository,
     Schedule,
@@ -289,6 +290,19 @@ def _read_pull(m: FieldMap) -> PullSource | None:
                       v.text("after"), v.text("host_key"))
 
 
+def _read_push_target(m: FieldMap) -> PushTarget | None:
+    v = read_section(m, schema.PUSH_TARGET)
+    host, path = v.text("host"), v.text("path")
+    if path is not None and ("/../" in path + "/" or "/./" in path + "/" or path == "/"):
+        m.fail("path", f"{path!r} must name a directory below / without . or .. in it",
+               "e.g. /srv/offsite/server1")
+    m.done()
+    if host is None or path is None:
+        return None
+    return PushTarget(host, path.rstrip("/"), v.text("user") or "offsite", v.integer("port"),
+                      v.text("host_key"), v.size("bandwidth"), v.flag("compress"))
+
+
 def _read_job(
     m: FieldMap, name: str, drives: dict[str, Drive], groups: dict[str, tuple[str, ...]],
     declared_drives: set[str] | None, repositories: set[str] | None,
@@ -330,6 +344,16 @@ def _read_job(
                    f"did you mean {close[0]!r}?" if close else "define it under repositories:")
     source_map = m.mapping("source") if kind is None or kind is JobKind.PULL else None
     pull = _read_pull(source_map) if source_map is not None else None
+    to_map = m.mapping("to") if kind is JobKind.PUSH else None
+    to = _read_push_target(to_map) if to_map is not None else None
+    pushed = v.paths("paths")
+    if kind is JobKind.PUSH and not repos and not pushed and not m.has("repositories"):
+        m.r.problem(m.node.loc, m.key_path("repositories"),
+                    "a push job sends repositories, paths, or both: it names neither",
+                    "add repositories: [NAME] or paths: [/srv/backups]")
+    if kind is JobKind.PUSH and schema.PUSH_FILES in repos:
+        m.fail("repositories", f"a repository named {schema.PUSH_FILES!r} would collide on the far "
+               "side with the plain directories a push keeps there", "rename the repository")
     if kind is JobKind.MIRROR and drive is None and target is None:
         m.r.problem(m.node.loc, m.key_path("drive"),
                     "a mirror job needs the drive (or rotation group) it copies to",
@@ -346,6 +370,7 @@ def _read_job(
         on_warning=v.choice("on_warning", OnWarning) or OnWarning.WARN,
         mail_on_success=v.flag("mail_on_success"), stale_after=v.span("stale_after"),
         reads=v.paths("reads"), target=target if kind is JobKind.MIRROR else None,
+        to=to, paths=pushed, of_push=v.text("push"),
     )
 
 
@@ -524,17 +549,20 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
                        for member in (target.raid.members if target.raid else ())]
 
     jobs: list[Job] = []
+    job_maps: dict[str, FieldMap] = {}
     calendars: list[tuple[str, FieldMap]] = []
     for name, _loc, m in top.named_mappings("jobs"):
         job = _read_job(m, name, drives, groups, top.declared("drives"),
                         top.declared("repositories"), calendars, top.declared("targets"))
         if job is not None:
             jobs.append(job)
+            job_maps[name] = m
             if job.destination is not None:
                 places.append(Place(job.destination, Role.HOLDING, name,
                                     m.key_path("destination"), m.loc("destination")))
             _check_unit_names(m, job)
             _check_not_taken(m, job)
+    _check_tested_pushes(jobs, job_maps)
     rejected = host.calendar_errors([expression for expression, _ in calendars])
     for expression, m in calendars:
         if expression in rejected:
@@ -557,6 +585,26 @@ def validate(text: str, source: Path, host: HostChecks) -> Config:
         raise ConfigError(reader.problems)
     return Config(source, tuple(drives.values()), tuple(repositories.values()), tuple(jobs),
                   notify, namespace, tuple(targets.values()))
+
+
+def _check_tested_pushes(jobs: list[Job], maps: dict[str, FieldMap]) -> None:
+    """A restore-test of a pushed copy names a push job that sends its repositories."""
+    pushes = {j.name: j for j in jobs if j.kind is JobKind.PUSH}
+    for job in jobs:
+        if job.of_push is None:
+            continue
+        m = maps[job.name]
+        push = pushes.get(job.of_push)
+        if push is None:
+            close = difflib.get_close_matches(job.of_push, sorted(pushes), n=1)
+            m.fail("push", f"no push job named {job.of_push!r}",
+                   f"did you mean {close[0]!r}?" if close else "name a job of kind push")
+            continue
+        unsent = [r for r in job.repositories if r not in push.repositories]
+        if unsent:
+            m.fail("repositories", f"push job {push.name!r} does not send "
+                   f"{', '.join(map(repr, unsent))}",
+                   f"it sends: {', '.join(push.repositories) or 'no repositories'}")
 
 
 def _check_unit_names(m: FieldMap, job: Job) -> None:

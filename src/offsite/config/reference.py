@@ -16,7 +16,8 @@ def required_text(section: Section, setting: Setting) -> str:
     if not setting.required:
         return "no"
     if setting.only:
-        return " and ".join(setting.only) + " " + (section.noun or "entries")
+        required = [v for v in setting.only if v not in setting.optional_for]
+        return " and ".join(required) + " " + (section.noun or "entries")
     return "yes"
 
 

@@ -37,6 +37,7 @@ class JobKind(StrEnum):
     BORG_CHECK = "borg-check"
     MIRROR = "mirror"
     PULL = "pull"
+    PUSH = "push"
     RESTORE_TEST = "restore-test"
 
 
@@ -160,6 +161,7 @@ class Setting:
     doc: str
     default: object = None  # what the model holds when the key is absent (None: nothing)
     required: bool = False  # (within the variants it applies to)
+    optional_for: tuple[str, ...] = ()  # variants it applies to without being required
     only: tuple[str, ...] = ()  # the section's variants it applies to; () for all
     defaults: Mapping[str, object] = field(default_factory=dict)  # by variant
     default_doc: str = ""  # the reference's text when the default is not one value
@@ -284,10 +286,16 @@ TARGETS = Section(
     ), variant="type", noun="targets")
 
 _ALL_BUT_PULL = ("borgmatic", "borg-check", "mirror", "restore-test")
+# the far side's directory: what rrsync confines a push job's keys to, written into their
+# authorized_keys lines (so: no quotes, no spaces)
+FAR_PATH = Type("absolute path", Read.TEXT, pattern=re.compile(r"^/[A-Za-z0-9._+@/-]*$"),
+                bad="{value!r} is not an absolute path of letters, digits and /._+@-",
+                hint="it goes into an authorized_keys line: e.g. /srv/offsite/server1")
 JOBS = Section(
     "jobs.NAME", "One job: a unit `offsite-NAME.service`, started by its schedule, by a "
     "drive, or by hand. " + NAME_RULE, (
-        Setting("kind", choice(JobKind, "borgmatic, borg-check, mirror, pull or restore-test"),
+        Setting("kind", choice(JobKind, "borgmatic, borg-check, mirror, pull, push or "
+                                      "restore-test"),
                 "What it does.", required=True),
         Setting("description", TEXT, "Shown in status and the unit's description.", default=""),
         Setting("schedule", Type("OnCalendar= expression", Read.TEXT), "When it runs "
@@ -300,13 +308,17 @@ JOBS = Section(
         Setting("target", TEXT, "mirror: copy to this target instead of a drive.",
                 only=("mirror",)),
         Setting("repositories", Type("list of repository names", Read.TEXTS, min_items=1),
-                "What it works on.", required=True, only=_ALL_BUT_PULL),
+                "What it works on (push: the borg repositories it sends, each swapped in "
+                "whole on the far side; a push needs these, `paths`, or both).", required=True,
+                only=(*_ALL_BUT_PULL, "push"), optional_for=("push",)),
         Setting("timeout", span(1.0, 30 * 86400.0), "TimeoutStartSec= of its unit: a hung job "
                 "fails and mails. From 1s (systemd reads 0 as no limit at all) to 30d.",
                 default=3600.0,
                 defaults={"borgmatic": 6 * 3600.0, "borg-check": 12 * 3600.0,
-                          "mirror": 12 * 3600.0, "pull": 3 * 3600.0, "restore-test": 2 * 3600.0},
-                default_doc="borgmatic 6h, borg-check 12h, mirror 12h, pull 3h, restore-test 2h"),
+                          "mirror": 12 * 3600.0, "pull": 3 * 3600.0, "push": 12 * 3600.0,
+                          "restore-test": 2 * 3600.0},
+                default_doc="borgmatic 6h, borg-check 12h, mirror 12h, pull 3h, push 12h, "
+                            "restore-test 2h"),
         Setting("verify_data", BOOLEAN, "borg-check: also read and verify every chunk.",
                 default=False, only=("borg-check",)),
         Setting("sample", integer(1, 100_000), "restore-test: how many files to extract and "
@@ -325,6 +337,13 @@ JOBS = Section(
                 only=("pull",)),
         Setting("destination", ABSPATH, "pull: the holding directory, inside the namespace.",
                 required=True, only=("pull",)),
+        Setting("paths", Type("list of absolute paths", Read.PATHS), "push: plain directories "
+                "to send as well (tarballs, dumps), each to `files/PATH` on the far side, "
+                "files deleted there only after every new one arrived.", only=("push",)),
+        Setting("to", MAPPING, "push: the far side (below).", required=True, only=("push",)),
+        Setting("push", TEXT, "restore-test: test the copy that this push job sent, fetched "
+                "back over SSH with a read-only key, instead of the local repositories.",
+                only=("restore-test",)),
     ), variant="kind", noun="jobs")
 
 PULL_SOURCE = Section(
@@ -340,6 +359,27 @@ PULL_SOURCE = Section(
         Setting("after", Type("command", Read.TEXT), "Run on the far side after the copy, also "
                 "when it failed."),
         Setting("host_key", HOST_KEY, "Pinned host key; without it: trust on first use."),
+    ))
+
+# On the far side of a push, beside each repository NAME (a symlink) and its trees
+# (NAME.offsite/): the plain directories, and the recovery notes (offsite-recovery/)
+PUSH_FILES = "files"
+PUSH_TARGET = Section(
+    "jobs.NAME.to", "push: where the copy goes. One key, forced to a write-only rsync into "
+    "`path` (`rrsync -wo`), sends everything; a restore-test of the pushed copy uses a second "
+    "key, forced to a read-only rsync of it (`offsite ssh-key JOB --from ADDR`).", (
+        Setting("host", HOST, "The far side.", required=True),
+        Setting("path", FAR_PATH, "The directory on the far side that receives the copies; the "
+                "keys can touch nothing outside it.", required=True),
+        Setting("user", USER, "The far side's account (its own, not root's).",
+                default="offsite"),
+        Setting("port", PORT, "The far side's SSH port.", default=22),
+        Setting("host_key", HOST_KEY, "Pinned host key; without it: trust on first use."),
+        Setting("bandwidth", Type("size per second (500K, 2M)", Read.SIZE, low=1024,
+                                  high=1024**4),
+                "At most this many bytes a second (rsync --bwlimit); default: no limit."),
+        Setting("compress", BOOLEAN, "Compress on the wire (borg's segments are compressed "
+                "already: worth it for plain directories on a slow line).", default=False),
     ))
 
 NOTIFY = Section("notify", "How offsite tells you what happened.", (
@@ -423,7 +463,7 @@ NAMESPACE_MOUNT = Section("namespace.mounts[]", "One filesystem mounted only ins
 ))
 
 SECTIONS: tuple[Section, ...] = (
-    DRIVES, REPOSITORIES, TARGETS, JOBS, PULL_SOURCE, NOTIFY, EMAIL, SMTP, LED, LED_COLORS,
+    DRIVES, REPOSITORIES, TARGETS, JOBS, PULL_SOURCE, PUSH_TARGET, NOTIFY, EMAIL, SMTP, LED, LED_COLORS,
     HEALTHCHECKS, NAMESPACE, NAMESPACE_MOUNT,
 )
 TOP_LEVEL = ("drives", "repositories", "targets", "jobs", "notify", "namespace")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from offsite import locks, quantities, state, unitnames
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, OnWarning, Target
 from offsite.errors import EXIT_SKIPPED, EXIT_WARNING, Fatal
-from offsite.jobs import borgjson, mirror, namespace, pull, recovery, restoretest, secrets
+from offsite.jobs import borgjson, mirror, namespace, pull, push, recovery, restoretest, secrets
 from offsite.log import fields
 from offsite.run import CommandError, lines, run
 from offsite.targets import assembly, devices, registry
@@ -39,6 +40,9 @@ def resources(cfg: Config, job: Job) -> list[str]:
         touched += [str(cfg.drive(name).mount) for name in job.trigger.drives]
     if job.target is not None:
         touched.append(str(cfg.target(job.target).mount))
+    far = job.name if job.kind is JobKind.PUSH else job.of_push
+    if far is not None:  # a push and a restore test of its copy take turns
+        touched.append(f"push:{far}")
     return touched
 
 
@@ -146,11 +150,53 @@ def _pull(ctx: Context) -> Done:
     return Done(warned=pull.pull(ctx.job))
 
 
+def _push(ctx: Context) -> Done:
+    sent, warned = push.push(ctx.cfg, ctx.job, ctx.offsite, ctx.passphrases)
+    return Done(warned=warned, bytes=sent)
+
+
 def _restore_test(ctx: Context) -> Done:
+    if ctx.job.of_push is not None:
+        return _restore_test_far(ctx, ctx.cfg.job(ctx.job.of_push))
     for name in ctx.job.repositories:
         restoretest.test_repository(ctx.cfg.repository(name).path, ctx.job.sample, ctx.job.name,
                                     ctx.access(name), name)
     return Done()
+
+
+def _restore_test_far(ctx: Context, push_job: Job) -> Done:
+    """The restore test, run on the copy a push job sent: fetched back with the read key,
+    then borg check of every byte of it and the sample extracted and compared, by a borg of
+    its own (the copy has the source's repository id)."""
+    job = ctx.job
+    got = 0
+    with tempfile.TemporaryDirectory(prefix="offsite-far-") as scratch:
+        here = Path(scratch)
+        for name in job.repositories:
+            got += push.fetch(ctx.cfg, job, push_job, name, here)
+            with tempfile.TemporaryDirectory(prefix="offsite-far-borg-") as base:
+                access = _copy_access(ctx, name, here / name, here / recovery.DIRECTORY, base)
+                what = f"the copy of {name} that {push_job.name} pushed"
+                log.info("checking %s, every byte of it", what, extra=fields(job=job.name))
+                _run_borg(job, borg_check_argv(here / name, False), warning_ok=False,
+                          repository=name, access=access, what=f"borg check of {what}")
+                restoretest.test_repository(here / name, job.sample, job.name, access, name)
+            shutil.rmtree(here / name)
+    log.info("the far copy is proven: %s received that differed from the local repositories",
+             quantities.format_size(got), extra=fields(job=job.name))
+    return Done(bytes=got)
+
+
+def _copy_access(ctx: Context, name: str, copy: Path, notes: Path,
+                 base: str) -> secrets.BorgAccess:
+    """How a borg of its own (BORG_BASE_DIR=base) opens a copy of repository name: its
+    passphrase, and a keyfile repository's key from the copy's recovery notes."""
+    access = ctx.access(name)
+    env = {**access.env, "BORG_BASE_DIR": base}
+    key = notes / "keys" / f"{name}.key"
+    if key.is_file() and not recovery.is_repokey((copy / "config").read_text(errors="replace")):
+        env["BORG_KEY_FILE"] = str(key)
+    return secrets.BorgAccess(env, access.fd_secret, access.source)
 
 
 def _plugged_drive(ctx: Context) -> Drive | None:
@@ -228,18 +274,12 @@ def _check_copy(ctx: Context, name: str, mount: Path, what: str) -> None:
     the copy has the source's repository id, and must never meet the source's cache or
     security records. A keyfile repository's key comes from the drive's recovery folder."""
     job = ctx.job
-    access = ctx.access(name)
     copy = mount / name
-    env = dict(access.env)
-    key = mount / recovery.DIRECTORY / "keys" / f"{name}.key"
-    if key.is_file() and not recovery.is_repokey((copy / "config").read_text(errors="replace")):
-        env["BORG_KEY_FILE"] = str(key)
     log.info("checking the copy of %s on %s, every byte of it", name, what,
              extra=fields(job=job.name))
     with tempfile.TemporaryDirectory(prefix="offsite-drive-check-") as base:
-        env["BORG_BASE_DIR"] = base
         _run_borg(job, borg_check_argv(copy, False), warning_ok=False, repository=name,
-                  access=secrets.BorgAccess(env, access.fd_secret, access.source),
+                  access=_copy_access(ctx, name, copy, mount / recovery.DIRECTORY, base),
                   what=f"borg check of the copy of {name} on {what}")
     log.info("the copy of %s on %s passed borg check", name, what, extra=fields(job=job.name))
 
@@ -298,6 +338,7 @@ WORK: dict[JobKind, Callable[[Context], Done]] = {
     JobKind.BORGMATIC: _borgmatic,
     JobKind.MIRROR: _mirror,
     JobKind.PULL: _pull,
+    JobKind.PUSH: _push,
     JobKind.RESTORE_TEST: _restore_test,
 }
 

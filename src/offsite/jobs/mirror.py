@@ -411,17 +411,20 @@ def _apply_step(step: Step, src: Path, layout: Layout, new: Path, current: Path 
     return done_bytes
 
 
-def _write_marker(tree: Path, bytes_copied: int, bytes_read_back: int = 0) -> None:
-    listing = scan(tree)
+def marker(listing: Listing, bytes_copied: int, bytes_read_back: int = 0) -> str:
+    """The completion marker of a copy holding listing's files (its JSON text)."""
     transactions = [int(m.group(2)) for n in listing.files if (m := TRANSACTION.match(n))]
-    data = {
+    return json.dumps({
         "transaction": max(transactions, default=None),
         "files": {p: e.size for p, e in sorted(listing.files.items())},
         "finished": time.time(),
         "bytes_copied": bytes_copied,
         "bytes_read_back": bytes_read_back,
-    }
-    durable.replace(tree / MARKER, json.dumps(data), mode=0o644)
+    })
+
+
+def _write_marker(tree: Path, bytes_copied: int, bytes_read_back: int = 0) -> None:
+    durable.replace(tree / MARKER, marker(scan(tree), bytes_copied, bytes_read_back), mode=0o644)
 
 
 def _swap(layout: Layout, new: Path) -> None:

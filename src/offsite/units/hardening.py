@@ -44,7 +44,7 @@ NO_MOUNT_NAMESPACE = frozenset({
 def job_options(job: Job, drives: Sequence[Drive], repo_paths: Sequence[Path],
                    target: Target | None = None) -> list[Option]:
     # Health pings and mail leave through offsite-outbox.service, not from the job.
-    network = job.kind in (JobKind.PULL, JobKind.BORGMATIC)
+    network = job.kind in (JobKind.PULL, JobKind.PUSH, JobKind.BORGMATIC) or job.of_push is not None
     families = "AF_UNIX AF_INET AF_INET6" if network else "AF_UNIX"
     # '-': a path that does not exist yet is no reason to refuse to start (the job says why)
     writable: list[str | Path] = [f"-{p}" for p in repo_paths]

@@ -66,6 +66,7 @@ def _kind_title(kind: JobKind) -> str:
         JobKind.BORG_CHECK: "borg check",
         JobKind.MIRROR: "off-site copy",
         JobKind.PULL: "pull from a remote host",
+        JobKind.PUSH: "off-site copy over SSH",
         JobKind.RESTORE_TEST: "restore test",
     }[kind]
 
@@ -105,7 +106,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
     unit += ["# Jobs run inside the backup mount namespace; a reboot or a stop ends it, and",
              "# this brings it back.", f"Requires={unitnames.NAMESPACE_UNIT}",
              f"After={unitnames.NAMESPACE_UNIT}"]
-    if job.kind in (JobKind.PULL, JobKind.BORGMATIC):
+    if job.kind in (JobKind.PULL, JobKind.PUSH, JobKind.BORGMATIC) or job.of_push:
         unit += ["Wants=network-online.target", "After=network-online.target"]
     argv += ["--", job.name]
     release: list[str] = []
