@@ -145,6 +145,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except (Fatal, CommandError) as exc:
         # Logged with JOB= so that `journalctl JOB=name` (and the failure mail) says why.
         logger.error("job %s failed: %s", args.job, exc, extra=logmod.fields(job=args.job))
+        hint = getattr(exc, "hint", None)
+        if hint:
+            logger.info("what to do: %s", hint, extra=logmod.fields(job=args.job))
         execute.tell_hook(error=str(exc))
         return EXIT_FAILURE
 

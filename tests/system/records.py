@@ -27,3 +27,12 @@ def runs(box: Sandbox, job: str) -> list[tuple[str, str]]:
                    "        print(r.result, r.detail or '', sep='\\t')", job]).stdout
     return [(result, detail) for result, detail in (line.split("\t", 1)
                                                     for line in out.splitlines())]
+
+
+def run_bytes(box: Sandbox, job: str) -> list[int | None]:
+    """The bytes each finished run of job recorded (copied, sent), oldest first."""
+    out = box.run([PYTHON, "-c", "import sys\nfrom offsite.notify import history\n"
+                   "for r in reversed(history.runs(limit=100000)):\n"
+                   "    if r.job == sys.argv[1] and r.result is not None:\n"
+                   "        print(r.bytes)", job]).stdout
+    return [None if line == "None" else int(line) for line in out.split()]

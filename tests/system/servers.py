@@ -19,6 +19,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from offsite_lab.sandbox import Sandbox
 from offsite_lab.wait import wait_until
 
 from offsite.run import run
@@ -159,6 +160,32 @@ class PingServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+T = "/etc/offsite-test"  # the far side's sshd files: its config, host key, authorized_keys
+
+
+def start_sshd(box: Sandbox, unit: str = "test-sshd", port: int | None = None) -> int:
+    """A real sshd on 127.0.0.1 inside the sandbox (a transient unit of its systemd; root
+    may log in with a key in T/authorized_keys); its port (started again: the same)."""
+    port = port or free_port()
+    box.run(["mkdir", "-p", T, "/run/sshd"])
+    if not box.host_path(f"{T}/host_key").exists():
+        box.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{T}/host_key"])
+    box.write(f"{T}/sshd_config", "\n".join([
+        f"ListenAddress 127.0.0.1:{port}", f"HostKey {T}/host_key",
+        "PermitRootLogin prohibit-password", f"AuthorizedKeysFile {T}/authorized_keys",
+        "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PidFile none", ""]))
+    if not box.host_path(f"{T}/authorized_keys").exists():
+        box.write(f"{T}/authorized_keys", "", mode=0o600)
+    box.systemd_run(["/usr/sbin/sshd", "-t", "-f", f"{T}/sshd_config"])
+    box.run(["systemd-run", f"--unit={unit}", "--", "/usr/sbin/sshd", "-D", "-e", "-f",
+             f"{T}/sshd_config"])
+    # the sandbox shares this machine's network namespace
+    box.wait_until("sshd to listen", lambda: f":{port:04X} 00000000:0000 0A" in Path(
+        "/proc/net/tcp").read_text(), 10)
+    return port
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -19,12 +19,11 @@ from offsite.run import Result
 
 from . import repos
 from .records import history, runs
-from .servers import SmtpServer, free_port, wait_for
+from .servers import SmtpServer, T, free_port, start_sshd, wait_for
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
 PYTHON = str(Path(sys.prefix) / "bin" / "python")
 CONFIG = "/etc/offsite/offsite.yaml"
-T = "/etc/offsite-test"  # the far side's sshd files
 FAR = "/srv/far"  # what the "remote host" holds (the far side is the sandbox itself)
 HOLDING = "/srv/holding/vps"
 REPO = "/srv/borg/main"
@@ -45,27 +44,13 @@ def messages(box: Sandbox, job: str) -> list[str]:
 
 @pytest.fixture
 def far_side(sandbox: Sandbox) -> Iterator[int]:
-    """A real sshd on 127.0.0.1 inside the sandbox (a transient unit of its systemd)."""
-    port = free_port()
-    sandbox.run(["mkdir", "-p", T, "/run/sshd", f"{FAR}/data/sub", f"{FAR}/etc", HOLDING])
-    sandbox.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{T}/host_key"])
-    sandbox.write(f"{T}/sshd_config", "\n".join([
-        f"ListenAddress 127.0.0.1:{port}", f"HostKey {T}/host_key",
-        "PermitRootLogin prohibit-password", f"AuthorizedKeysFile {T}/authorized_keys",
-        "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PidFile none", ""]))
-    sandbox.write(f"{T}/authorized_keys", "", mode=0o600)
+    """A real sshd on 127.0.0.1 inside the sandbox, and what the "remote host" holds."""
+    sandbox.run(["mkdir", "-p", f"{FAR}/data/sub", f"{FAR}/etc", HOLDING])
     sandbox.write(f"{FAR}/data/a.txt", "alpha\n")
     sandbox.write(f"{FAR}/data/sub/b.bin", bytes(range(256)) * 100)
     sandbox.write(f"{FAR}/etc/conf", "setting=1\n")
     sandbox.write("/tmp/x", "must survive\n")
-    sandbox.systemd_run(["/usr/sbin/sshd", "-t", "-f", f"{T}/sshd_config"])
-    sandbox.run(["systemd-run", "--unit=test-sshd", "--", "/usr/sbin/sshd", "-D", "-e", "-f",
-                 f"{T}/sshd_config"])
-    # the sandbox shares this machine's network namespace
-    sandbox.wait_until("sshd to listen", lambda: f":{port:04X} 00000000:0000 0A" in Path(
-        "/proc/net/tcp").read_text(), 10)
-    yield port
+    yield start_sshd(sandbox)
 
 
 def pull_config(port: int, host_key: str, paths: list[str]) -> dict[str, Any]:

@@ -270,9 +270,13 @@ def push_repository(cfg: Config, job: Job, name: str) -> int:
     with tempfile.TemporaryDirectory(prefix="offsite-push-") as staging:
         stage = Path(staging)
         (stage / mirror.MARKER).write_text(mirror.marker(mirror.scan(src), sent))
+        log.info("all of %s sent; its completion marker next", name,
+                 extra=fields(job=job.name))
         _rsync(job, rsync_argv(job, rsh, "--times", f"{stage / mirror.MARKER}",
                                f"{to.host}:{where}/"), f"completing the copy of {name}")
         (stage / name).symlink_to(where)
+        log.info("switching %s:%s/%s to the new copy", to.host, to.path, name,
+                 extra=fields(job=job.name))
         _rsync(job, rsync_argv(job, rsh, "--links", "--times", f"{stage / name}",
                                f"{to.host}:"), f"switching {name} to the new copy")
     _remember(job.name, name, Trees(tree, None))
