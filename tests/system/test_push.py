@@ -9,7 +9,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ def start(box: Sandbox, job: str) -> bool:
 
 def messages(box: Sandbox, job: str) -> list[str]:
     return [e.get("MESSAGE", "") for e in box.entries(f"JOB={job}")]
+
+
+def said(box: Sandbox, mark: str) -> Callable[[], bool]:
+    """Whether the push job's latest lines have said mark yet."""
+    return lambda: any(mark in m for m in messages(box, "far")[-40:])
 
 
 def host_key(box: Sandbox) -> str:
@@ -241,8 +246,7 @@ def test_a_push_killed_or_cut_off_at_random_points_leaves_a_whole_copy(sandbox: 
             time.sleep(moment)
             when = f"at {moment:.2f} s"
         else:
-            wait_for(f"the push to say {moment!r}", lambda mark=moment: any(
-                mark in m for m in messages(sandbox, "far")[-40:]), took * 3 + 30)
+            wait_for(f"the push to say {moment!r}", said(sandbox, moment), took * 3 + 30)
             when = f"when it said {moment!r}"
         if how == "killed":
             sandbox.systemctl("kill", "--signal=SIGKILL", "--", unit, check=False)
