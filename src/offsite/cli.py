@@ -251,7 +251,7 @@ def cmd_push_copy(args: argparse.Namespace) -> int:
         # for the job (its parent's parent, under borg with-lock) to give as its reason
         summary = state.this_run_summary()
         if summary is not None:
-            state.update(summary, copy_error=str(exc))
+            state.update(summary, copy_error=str(exc), copy_hint=exc.hint)
         raise
     print(f"sent {sent} bytes")
     return 0

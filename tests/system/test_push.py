@@ -21,7 +21,7 @@ from offsite.run import Result
 
 from . import repos
 from .records import run_bytes, runs
-from .servers import T, start_sshd, wait_for
+from .servers import T, free_port, start_sshd, wait_for
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -271,3 +271,40 @@ def test_a_push_killed_or_cut_off_at_random_points_leaves_a_whole_copy(sandbox: 
     assert start(sandbox, "far"), messages(sandbox, "far")
     assert far_check(sandbox) == archives(sandbox)
     assert len(trees(sandbox)) == 1
+
+
+def test_what_stops_a_push_is_named_and_the_far_copy_stays(sandbox: Sandbox, far: int) -> None:
+    """An unreachable far side, a changed host key, a key the far side refuses, and a full
+    far disk: each ends the push with a reason that says which; the copy there stays."""
+    port = far
+    # the far directory on a small filesystem of its own (in the sandbox's mounts only)
+    sandbox.run(["mount", "-t", "tmpfs", "-o", "size=12m", "offsite-test-far", FAR])
+    install(sandbox, config(port, host_key(sandbox)))
+    authorize(sandbox)
+    assert start(sandbox, "far"), messages(sandbox, "far")
+    complete = archives(sandbox)
+
+    def refused(cfg: dict[str, Any], expected: str) -> str:
+        install(sandbox, cfg)
+        assert not start(sandbox, "far")
+        result, detail = runs(sandbox, "far")[-1]
+        assert result == "failed" and expected in detail, detail
+        assert far_check(sandbox) == complete
+        return detail
+
+    backup(sandbox, files=4)
+    why = [refused(config(free_port(), host_key(sandbox)), "cannot reach 127.0.0.1 port")]
+    sandbox.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/tmp/other_host_key"])
+    other = " ".join(sandbox.host_path("/tmp/other_host_key.pub").read_text().split()[:2])
+    why.append(refused(config(port, other), "host key is not the one this job knows"))
+    sandbox.write(f"{T}/authorized_keys", "", mode=0o600)
+    why.append(refused(config(port, host_key(sandbox)), "refused the job's key"))
+    authorize(sandbox)
+    backup(sandbox, files=200)  # 12.5 MiB more: it does not fit
+    why.append(refused(config(port, host_key(sandbox)), "the far side is full"))
+    print(*why, sep="\n")
+    # a far side with room (and without the copies: this side's record names a tree that
+    # is gone there): the next push sends a whole new copy
+    sandbox.run(["umount", FAR])
+    assert start(sandbox, "far"), messages(sandbox, "far")
+    assert far_check(sandbox) == archives(sandbox)

@@ -116,6 +116,11 @@ _REASONS = (
      "cannot reach {host} port {port}",
      "is the far side on, and its sshd listening there? The previous copy there is "
      "complete"),
+    (("Another instance of rrsync",),
+     "a transfer of an earlier run is still open on {host} (its connection was cut, and "
+     "the far side has not noticed yet)",
+     "it ends when the far side notices (ssh's keepalive: minutes); the next run goes on "
+     "where the cut one stopped"),
     (("rrsync error", "has been disabled on this server"),
      "the far side's rrsync refused what was asked",
      "the authorized_keys line must be the one `offsite ssh-key {job}` prints"),
@@ -235,16 +240,18 @@ def push_locked(cfg: Config, job: Job, name: str, offsite: Path) -> int:
     before = trees_of(job.name, name).complete
     summary = state.this_run_summary()
     if summary is not None:
-        state.update(summary, copy_error=None)
+        state.update(summary, copy_error=None, copy_hint=None)
     code = interactive(["borg", f"--lock-wait={mirror.LOCK_WAIT}", "with-lock", "--", str(src),
                         str(offsite), "--config", str(cfg.source), "push-copy", "--",
                         job.name, name])
     after = trees_of(job.name, name)
     if code != 0 or after.pending is not None or after.complete == before:
-        told = state.read(summary).get("copy_error") if summary is not None else None
-        why = str(told) if told else f"exit code {code}, its own message is in the journal"
-        raise Fatal(f"pushing repository {name} failed: {why}",
-                    f"the far side still holds the previous complete copy of {name}")
+        told = state.read(summary) if summary is not None else {}
+        if told.get("copy_error"):  # the child's own words, and what to do
+            raise Fatal(str(told["copy_error"]), str(told.get("copy_hint") or ""))
+        raise Fatal(f"pushing repository {name} failed: exit code {code}, its own message is "
+                    "in the journal", f"the far side still holds the previous complete copy "
+                    f"of {name}")
     sent = state.read(record(job.name)).get("sent", {}).get(name, 0)
     return int(sent) if isinstance(sent, int) else 0
 
