@@ -26,3 +26,12 @@ def test_the_page_names_each_repository_and_every_step_but_no_secret() -> None:
     assert "mount -o ro" in page and "--bypass-lock" in page and "BORG_BASE_DIR=$(mktemp -d)" in page
     assert "the passphrase was kept at: file /etc/offsite/secrets/main.pass" in page
     assert "offsite" in page.splitlines()[2] and "borg 1.2.4" in page.splitlines()[2]
+
+
+def test_the_far_side_of_a_push_gets_directions_for_a_directory_not_a_drive() -> None:
+    copies = [recovery.Copied("main", "ab" * 32, "keyfile", "keys/main.key", "a1", "file /p")]
+    page = recovery.text(copies, "x", "/tmp/stage", "borg 1.4.0", 0.0, "nas",
+                         far="/srv/offsite/nas on home.example.org")
+    assert "into /srv/offsite/nas on home.example.org" in page
+    assert "cryptsetup" not in page and "borg key import DIR/REPO" in page
+    assert "- main: borg repository id " + "ab" * 32 in page

@@ -40,7 +40,7 @@ from offsite.errors import Fatal
 from offsite.jobs import mirror, pushkeys, recovery
 from offsite.log import fields
 from offsite.run import CommandError, interactive, lines
-from offsite.sshkeys import known_hosts
+from offsite.sshkeys import SSH_DIR, known_hosts
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,14 @@ def tree_options(previous: str | None, name: str) -> list[str]:
     link = [f"--link-dest=/{trees(name)}/{previous}"] if previous else []
     return ["--recursive", "--links", "--perms", "--times", "--delete", "--mkpath",
             *(f"--exclude={p}" for p in NOT_COPIED), *link]
+
+
+def switch_options(name: str, tree: str) -> list[str]:
+    """rsync options that send DIR/NAME (a symlink to the new tree) and then delete the
+    trees in NAME.offsite/ but the new one, touching nothing else in DIR."""
+    return ["--recursive", "--links", "--times", "--delete-after",
+            f"--filter=P /{trees(name)}/{tree}/", f"--include=/{name}",
+            f"--include=/{trees(name)}/", "--exclude=/*"]
 
 
 _SENT = re.compile(r"^Total bytes sent:\s*([\d,.]+)")
@@ -150,23 +158,28 @@ def reason(job: Job, output: str) -> tuple[str, str] | None:
 class Trees:
     complete: str | None = None  # the tree DIR/NAME names, as far as this side knows
     pending: str | None = None  # the tree an interrupted push began filling
+    # a switch to `complete` was sent and did not say it was done: DIR/NAME may name it or
+    # the tree before. Either way `complete` is whole and is never written to again: the
+    # next push links to it from a new tree, and its switch removes both.
+    switching: bool = False
 
 
-def record(job: str) -> Path:
-    return RECORDS / f"{job}.json"
+def record(job: str, records: Path = RECORDS) -> Path:
+    return records / f"{job}.json"
 
 
-def trees_of(job: str, name: str) -> Trees:
-    entry = state.read(record(job)).get("repositories", {}).get(name, {})
-    return Trees(entry.get("complete"), entry.get("pending"))
+def trees_of(job: str, name: str, records: Path = RECORDS) -> Trees:
+    entry = state.read(record(job, records)).get("repositories", {}).get(name, {})
+    return Trees(entry.get("complete"), entry.get("pending"), entry.get("switching") is True)
 
 
-def _remember(job: str, name: str, trees: Trees) -> None:
-    data = state.read(record(job))
+def _remember(job: str, name: str, trees: Trees, records: Path, sent: int | None = None) -> None:
+    data = state.read(record(job, records))
     repos = dict(data.get("repositories", {}))
-    repos[name] = {"complete": trees.complete, "pending": trees.pending}
-    RECORDS.mkdir(parents=True, exist_ok=True, mode=0o700)
-    state.update(record(job), repositories=repos)
+    repos[name] = {"complete": trees.complete, "pending": trees.pending,
+                   "switching": trees.switching, **({"sent": sent} if sent is not None else {})}
+    records.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.update(record(job, records), repositories=repos)
 
 
 def new_tree(now: float) -> str:
@@ -245,28 +258,30 @@ def push_locked(cfg: Config, job: Job, name: str, offsite: Path) -> int:
                         str(offsite), "--config", str(cfg.source), "push-copy", "--",
                         job.name, name])
     after = trees_of(job.name, name)
-    if code != 0 or after.pending is not None or after.complete == before:
+    if code != 0 or after.pending is not None or after.switching or after.complete == before:
         told = state.read(summary) if summary is not None else {}
         if told.get("copy_error"):  # the child's own words, and what to do
             raise Fatal(str(told["copy_error"]), str(told.get("copy_hint") or ""))
         raise Fatal(f"pushing repository {name} failed: exit code {code}, its own message is "
                     "in the journal", f"the far side still holds the previous complete copy "
                     f"of {name}")
-    sent = state.read(record(job.name)).get("sent", {}).get(name, 0)
+    sent = state.read(record(job.name)).get("repositories", {}).get(name, {}).get("sent", 0)
     return int(sent) if isinstance(sent, int) else 0
 
 
-def push_repository(cfg: Config, job: Job, name: str) -> int:
-    """Steps 1-4 for one repository (the source held still by the caller); bytes sent."""
+def push_repository(cfg: Config, job: Job, name: str, keys: Path = SSH_DIR,
+                    records: Path = RECORDS) -> int:
+    """Steps 1-4 for one repository (the source held still by the caller); bytes sent.
+    keys, records: where the job's keys and the record of the far trees are kept."""
     to = job.to
     assert to is not None  # noqa: S101 - push jobs only
     src = cfg.repository(name).path
     if not (src / "config").is_file() or not (src / "data").is_dir():
         raise Fatal(f"{src} is not a borg repository (no config file or data directory)")
-    known = trees_of(job.name, name)
+    known = trees_of(job.name, name, records)
     tree = known.pending or new_tree(time.time())
-    _remember(job.name, name, Trees(known.complete, tree))
-    rsh = pushkeys.ssh_command(job, pushkeys.PUSH)
+    _remember(job.name, name, Trees(known.complete, tree), records)
+    rsh = pushkeys.ssh_command(job, pushkeys.PUSH, keys)
     where = f"{trees(name)}/{tree}"
     log.info("pushing repository %s to %s:%s/%s%s", name, to.host, to.path, where,
              f" (unchanged files linked to {known.complete})" if known.complete else "",
@@ -282,22 +297,17 @@ def push_repository(cfg: Config, job: Job, name: str) -> int:
         _rsync(job, rsync_argv(job, rsh, "--times", f"{stage / mirror.MARKER}",
                                f"{to.host}:{where}/"), f"completing the copy of {name}")
         (stage / name).symlink_to(where)
+        (stage / trees(name)).mkdir()
         log.info("switching %s:%s/%s to the new copy", to.host, to.path, name,
                  extra=fields(job=job.name))
-        _rsync(job, rsync_argv(job, rsh, "--links", "--times", f"{stage / name}",
+        _remember(job.name, name, Trees(tree, None, switching=True), records, sent)
+        # one rsync: the symlink (written under a temporary name, renamed over the old),
+        # then, after it (--delete-after), the trees it no longer names
+        _rsync(job, rsync_argv(job, rsh, *switch_options(name, tree), f"{stage}/",
                                f"{to.host}:"), f"switching {name} to the new copy")
-    _remember(job.name, name, Trees(tree, None))
-    state.update(record(job.name), sent={**state.read(record(job.name)).get("sent", {}),
-                                         name: sent})
-    log.info("%s:%s/%s now names the copy in %s", to.host, to.path, name, where,
-             extra=fields(job=job.name))
-    with tempfile.TemporaryDirectory(prefix="offsite-push-") as empty:
-        try:
-            _rsync(job, rsync_argv(job, rsh, "--dirs", "--delete", f"--filter=P /{tree}",
-                                   f"{empty}/", f"{to.host}:{trees(name)}/"),
-                   f"removing the older copies of {name}")
-        except Fatal as exc:  # the new copy is complete: the next push removes them
-            log.warning("%s", exc, extra=fields(job=job.name))
+    _remember(job.name, name, Trees(tree, None), records, sent)
+    log.info("%s:%s/%s now names the copy in %s; the older trees are gone", to.host, to.path,
+             name, where, extra=fields(job=job.name))
     return sent
 
 
@@ -306,7 +316,8 @@ def _push_recovery(cfg: Config, job: Job, passphrases: dict[str, str]) -> None:
     to = job.to
     assert to is not None  # noqa: S101 - push jobs only
     with tempfile.TemporaryDirectory(prefix="offsite-push-") as staging:
-        recovery.write(cfg, job, Path(staging), f"{to.host}:{to.path}", passphrases)
+        recovery.write(cfg, job, Path(staging), f"{to.host}:{to.path}", passphrases,
+                       far=f"{to.path} on {to.host}")
         rsh = pushkeys.ssh_command(job, pushkeys.PUSH)
         _rsync(job, rsync_argv(job, rsh, "--recursive", "--times", "--perms",
                                "--delete-delay", "--mkpath",

@@ -56,9 +56,12 @@ def repository_id(config_text: str) -> str:
 
 
 def text(copies: Sequence[Copied], drive: str, mount: str, borg_version: str, written: float,
-         host: str) -> str:
+         host: str, far: str | None = None) -> str:
     """RECOVERY.txt (pure): what is here and how to restore it, for someone who has only
-    this drive and the passphrases."""
+    this drive and the passphrases. far: the copies are in this directory of another
+    machine (a push job's), not on a drive."""
+    if far is not None:
+        return _far_text(copies, far, borg_version, written, host)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(written))
     lines = [
         "OFF-SITE BACKUP: HOW TO RESTORE IT",
@@ -109,6 +112,45 @@ def text(copies: Sequence[Copied], drive: str, mount: str, borg_version: str, wr
     return "\n".join(lines)
 
 
+def _far_text(copies: Sequence[Copied], far: str, borg_version: str, written: float,
+              host: str) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(written))
+    lines = [
+        "OFF-SITE BACKUP: HOW TO RESTORE IT",
+        "",
+        f"Written {stamp} by offsite {__version__} ({borg_version}) on {host}, which pushed",
+        f"its copies into {far}. To restore them you need this directory and the",
+        "passphrases below; nothing else from the lost machine.",
+        "",
+        "Repositories here (each REPO is a symlink to the last complete copy, in",
+        "REPO.offsite/; the other trees there are unfinished pushes):",
+    ]
+    for c in copies:
+        lines += [
+            f"- {c.name}: borg repository id {c.repo_id or 'unknown'}",
+            f"  encryption: {c.encryption}; latest archive when written: {c.latest or 'unknown'}",
+            f"  key: {c.key_file or 'none needed (it travels inside the repository)'}",
+            f"  the passphrase was kept at: {c.passphrase_from}",
+        ]
+    lines += [
+        "",
+        "On this machine or any other Debian machine with this directory (copy it with",
+        "rsync -aH first if you like: DIR below is where it is), as root:",
+        "",
+        "  apt install borgbackup",
+        "  export BORG_BASE_DIR=$(mktemp -d)          # a borg of its own: no old cache, keys",
+        f"  borg key import DIR/REPO DIR/{DIRECTORY}/keys/REPO.key   # keyfile ones",
+        "  borg list --bypass-lock DIR/REPO                    # asks for its passphrase",
+        "  mkdir -p /srv/restore && cd /srv/restore",
+        "  borg extract --bypass-lock DIR/REPO::ARCHIVE        # or a path inside it",
+        "",
+        f"offsite's configuration of the lost machine is in {DIRECTORY}/offsite.yaml.",
+        "Plain directories it pushed are under files/, by their path on that machine.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _export_key(repo: Path, name: str, keys: Path) -> tuple[str, str | None]:
     """(encryption, key file name) of repo; the key exported into keys/ when there is one."""
     try:
@@ -137,8 +179,10 @@ def _latest(cfg: Config, name: str, passphrases: dict[str, str]) -> str | None:
     return out or None
 
 
-def write(cfg: Config, job: Job, mount: Path, what: str, passphrases: dict[str, str]) -> None:
-    """Write the recovery set for job's repositories onto the drive mounted at mount."""
+def write(cfg: Config, job: Job, mount: Path, what: str, passphrases: dict[str, str],
+          far: str | None = None) -> None:
+    """Write the recovery set for job's repositories onto the drive mounted at mount (far:
+    into a directory sent to that place of another machine)."""
     directory = mount / DIRECTORY
     keys = directory / "keys"
     keys.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -158,7 +202,7 @@ def write(cfg: Config, job: Job, mount: Path, what: str, passphrases: dict[str, 
         borg_version = "borg (version unknown)"
     durable.replace(directory / "offsite.yaml", cfg.source.read_text(), mode=0o600)
     durable.replace(directory / README, text(copies, what, str(mount), borg_version, time.time(),
-                                             platform.node()), mode=0o644)
+                                             platform.node(), far), mode=0o644)
     durable.fsync_dir(keys)
     durable.fsync_dir(directory)
     log.info("%s: recovery notes, keys and configuration written to %s", what, DIRECTORY,
