@@ -269,7 +269,8 @@ def cmd_drives(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.config)
     now = time.time()
     found = drives.rows(cfg, drives.load_records(cfg), now)
-    far = drives.target_rows(cfg, drives.load_target_records(cfg), now)
+    far = drives.target_rows(cfg, drives.load_target_records(cfg), now) + \
+        drives.push_rows(cfg, drives.load_push_records(cfg), now)
     if args.json:
         sys.stdout.write(drives.as_json(found, far) + "\n")
     else:

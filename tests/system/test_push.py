@@ -211,6 +211,24 @@ def test_a_push_sends_a_whole_copy_with_a_key_that_can_only_deliver(sandbox: San
     # and the copy is still whole after all that
     assert far_check(sandbox) == archives(sandbox)
 
+    # `offsite drives` lists the far side with its last push
+    listed = offsite(sandbox, "drives").stdout
+    assert f"push to 127.0.0.1:{FAR}" in listed and "ok" in listed, listed
+
+    # Rot on the far side (a byte changed, size and mtime kept): the restore test of the far
+    # copy fails, naming borg check.
+    segment = max((p for p in sandbox.host_path(f"{FAR}/main/data").rglob("*")
+                   if p.name.isdigit() and p.is_file()), key=lambda p: p.stat().st_size)
+    stat = segment.stat()
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    os.utime(segment, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not start(sandbox, "proof")
+    result, detail = runs(sandbox, "proof")[-1]
+    assert result == "failed" and "borg check of the copy of main that far pushed" in detail, \
+        detail
+
 
 def test_a_push_killed_or_cut_off_at_random_points_leaves_a_whole_copy(sandbox: Sandbox,
                                                                         far: int) -> None:

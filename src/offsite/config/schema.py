@@ -330,7 +330,8 @@ JOBS = Section(
         Setting("mail_on_success", BOOLEAN, "Mail after every success, not only after a "
                 "recovery.", default=False),
         Setting("stale_after", span(1.0, 10 * 365 * 86400.0), "No success for longer than this "
-                "raises an alert."),
+                "raises an alert (and `offsite drives` flags a push's far side).",
+                defaults={"push": 3 * 86400.0}, default_doc="push 3d; others none"),
         Setting("reads", Type("list of absolute paths", Read.PATHS), "Paths other jobs write "
                 "(a pull's holding directory): locked too, so the two never run at once."),
         Setting("source", MAPPING, "pull: the remote host and paths (below).", required=True,

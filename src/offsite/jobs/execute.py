@@ -151,7 +151,12 @@ def _pull(ctx: Context) -> Done:
 
 
 def _push(ctx: Context) -> Done:
-    sent, warned = push.push(ctx.cfg, ctx.job, ctx.offsite, ctx.passphrases)
+    try:
+        sent, warned = push.push(ctx.cfg, ctx.job, ctx.offsite, ctx.passphrases)
+    except Fatal as exc:
+        push.note(ctx.job.name, ok=False, detail=str(exc))
+        raise
+    push.note(ctx.job.name, ok=True, sent=sent)
     return Done(warned=warned, bytes=sent)
 
 

@@ -182,6 +182,16 @@ def _remember(job: str, name: str, trees: Trees, records: Path, sent: int | None
     state.update(record(job, records), repositories=repos)
 
 
+def note(job: str, ok: bool, detail: str | None = None, sent: int | None = None,
+         records: Path = RECORDS) -> None:
+    """How the last push ended, for `offsite drives` (a success: when, and bytes sent)."""
+    records.mkdir(parents=True, exist_ok=True, mode=0o700)
+    values: dict[str, object] = {"state": "ok" if ok else "failed", "detail": detail}
+    if ok:
+        values.update(last_copy=time.time(), last_copy_bytes=sent)
+    state.update(record(job, records), **values)
+
+
 def new_tree(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from offsite import quantities, state
 from offsite.config.model import Config
+from offsite.jobs import push
 from offsite.targets import assembly
 
 
@@ -90,7 +91,7 @@ def _columns(lines: Sequence[tuple[str, ...]]) -> str:
 @dataclass(frozen=True)
 class TargetRow:
     name: str
-    kind: str  # cloud-raid or nbd
+    kind: str  # cloud-raid, nbd, or "push to HOST:PATH"
     health: str  # ok, degraded, refused, failed; "unknown" before its first assembly
     detail: str | None
     last_copy: float | None
@@ -113,6 +114,30 @@ def target_rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> 
             nbytes if isinstance(nbytes, int) else None,
             now - (last_copy if last_copy is not None else -math.inf) > target.stale_after))
     return out
+
+
+def push_rows(cfg: Config, records: dict[str, dict[str, Any]], now: float) -> list[TargetRow]:
+    """The far sides of push jobs, as targets: where, how the last push ended, its age."""
+    out = []
+    for job in cfg.jobs:
+        if job.to is None:
+            continue
+        record = records.get(job.name, {})
+        last_copy = _time(record.get("last_copy"))
+        health, detail, nbytes = record.get("state"), record.get("detail"), \
+            record.get("last_copy_bytes")
+        limit = job.stale_after if job.stale_after is not None else math.inf
+        out.append(TargetRow(
+            job.name, f"push to {job.to.host}:{job.to.path}",
+            health if isinstance(health, str) else "unknown",
+            detail if isinstance(detail, str) else None, last_copy,
+            nbytes if isinstance(nbytes, int) else None,
+            now - (last_copy if last_copy is not None else -math.inf) > limit))
+    return out
+
+
+def load_push_records(cfg: Config, root: Path = push.RECORDS) -> dict[str, dict[str, Any]]:
+    return {j.name: state.read(push.record(j.name, root)) for j in cfg.jobs if j.to is not None}
 
 
 def target_table(rows_: list[TargetRow], now: float) -> str:
