@@ -17,7 +17,16 @@ from typing import TypeVar
 from offsite import __version__, run, state, unitnames
 from offsite import log as logmod
 from offsite.config import reader as configmod
-from offsite.config.model import Config, DriveTrigger, DriveType, Job, Schedule, Target, TargetType
+from offsite.config.model import (
+    Config,
+    DriveTrigger,
+    DriveType,
+    Job,
+    JobKind,
+    Schedule,
+    Target,
+    TargetType,
+)
 from offsite.errors import EXIT_FAILURE, Fatal
 from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, push, pushkeys, secrets
 from offsite.notify import notices, spool
@@ -45,6 +54,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in enroll.drive_warnings([(d.name, d.uuid) for d in cfg.drives
                                           if d.type is DriveType.LUKS]):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    borgmatic = [j.name for j in cfg.jobs if j.kind is JobKind.BORGMATIC]
+    if borgmatic and install.enabled_unmasked(Path("/"), unitnames.BORGMATIC_TIMER):
+        print(f"{path}: note: {unitnames.BORGMATIC_TIMER} (Debian's own nightly borgmatic) is "
+              f"enabled here; job {borgmatic[0]} runs borgmatic too, so `offsite install` "
+              "masks it (and `offsite uninstall` unmasks it)", file=sys.stderr)
     return 0
 
 
@@ -102,6 +116,13 @@ def cmd_install(args: argparse.Namespace) -> int:
         return 0
     for change in outcome.changes:
         print(f"{change.action:>7} {args.root / install.UNIT_DIR / change.name}")
+    masked, unmasked = install.masks(outcome.changes)
+    for unit in masked:
+        print(f"Masked {unit}: Debian's borgmatic package runs borgmatic from it every night; "
+              "offsite's borgmatic job runs it now, so it would run twice. `offsite "
+              "uninstall` unmasks it.")
+    for unit in unmasked:
+        print(f"Unmasked {unit}: no offsite job runs borgmatic any more.")
     tail = "systemd reloaded once; timers started." if live else "systemd was not contacted (--root)."
     print(f"Installed from {source}: {len(outcome.changes)} change(s). {tail}")
     return 0
@@ -111,6 +132,9 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     outcome = install.uninstall(args.root, live=args.root == Path("/"))
     for change in outcome.changes:
         print(f" remove {args.root / install.UNIT_DIR / change.name}")
+    for unit in install.masks(outcome.changes)[1]:
+        print(f"Unmasked {unit} (offsite had masked it while its job ran borgmatic); it runs "
+              "again if its package enabled it.")
     print(f"Removed {len(outcome.changes)} file(s) offsite had installed.")
     return 0
 

@@ -21,6 +21,10 @@ OUTBOX_SERVICE = "offsite-outbox.service"
 OUTBOX_TIMER = "offsite-outbox.timer"
 STALE_SERVICE = "offsite-stale.service"
 STALE_TIMER = "offsite-stale.timer"
+# Debian's borgmatic package enables a timer of its own that runs borgmatic nightly: with
+# an offsite borgmatic job it would run twice, so offsite masks it while it is installed
+BORGMATIC_TIMER = "borgmatic.timer"
+MASK = "/dev/null"  # a unit file that is a symlink to it is masked
 
 
 def job_unit(job: str, drive: str | None = None) -> str:

@@ -124,3 +124,45 @@ def test_damaged_manifest_is_a_clear_error(tmp_path: Path, tree: Path) -> None:
     (tree / install.MANIFEST).write_text("{not json")
     with pytest.raises(Fatal, match=r"installed-units\.json is damaged"):
         install.plan(tree, rendered(tmp_path))
+
+
+def test_a_borgmatic_job_masks_debians_timer_until_uninstall(tmp_path: Path, tree: Path) -> None:
+    """The example has a borgmatic job: Debian's borgmatic.timer (enabled by its package)
+    would run borgmatic a second time each night."""
+    unit_dir = tree / install.UNIT_DIR
+    (unit_dir / "timers.target.wants").mkdir(parents=True)
+    os.symlink("/lib/systemd/system/borgmatic.timer", unit_dir / "timers.target.wants/borgmatic.timer")
+    assert install.enabled_unmasked(tree, "borgmatic.timer")
+    r = rendered(tmp_path)
+    planned = install.plan(tree, r)
+    assert install.masks(planned) == (["borgmatic.timer"], [])
+    outcome = install.install(r, tree, live=False, check=False)
+    assert os.readlink(unit_dir / "borgmatic.timer") == "/dev/null"
+    assert install.masks(outcome.changes) == (["borgmatic.timer"], [])
+    assert not install.enabled_unmasked(tree, "borgmatic.timer")
+    undone = install.uninstall(tree, live=False)
+    assert install.masks(undone.changes) == ([], ["borgmatic.timer"])
+    assert not (unit_dir / "borgmatic.timer").is_symlink()
+    assert install.enabled_unmasked(tree, "borgmatic.timer")  # as its package left it
+
+
+def test_no_mask_without_a_borgmatic_job_nor_over_the_admins_own_file(tmp_path: Path,
+                                                                       tree: Path) -> None:
+    text = (ROOT / "examples" / "offsite.yaml").read_text()
+    assert "borgmatic.timer" in rendered(tmp_path, text).links
+    unit_dir = tree / install.UNIT_DIR
+    own = "[Timer]\nOnCalendar=weekly\n"
+    (unit_dir / "borgmatic.timer").write_text(own)  # the admin's own override
+    r = rendered(tmp_path, text)
+    assert install.masks(install.plan(tree, r)) == ([], [])  # neither refused nor taken over
+    install.install(r, tree, live=False, check=False)
+    assert (unit_dir / "borgmatic.timer").read_text() == own
+    install.uninstall(tree, live=False)
+    assert (unit_dir / "borgmatic.timer").read_text() == own
+    mirror_only = """\
+repositories:
+  main: {path: /srv/borg/main}
+jobs:
+  check: {kind: borg-check, repositories: [main]}
+"""
+    assert "borgmatic.timer" not in rendered(tmp_path, mirror_only).links

@@ -25,7 +25,7 @@ from pathlib import Path
 from offsite import durable
 from offsite.errors import Fatal
 from offsite.run import CommandError, run
-from offsite.unitnames import AGENT_UNIT, NAMESPACE_UNIT
+from offsite.unitnames import AGENT_UNIT, MASK, NAMESPACE_UNIT
 from offsite.units import systemd
 from offsite.units.render import Rendered
 
@@ -54,11 +54,36 @@ def _digest(content: str) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-def desired(rendered: Rendered) -> dict[str, str]:
-    """Every path offsite wants under the unit directory, with its content."""
+MASKED = LINK + MASK
+
+
+def desired(rendered: Rendered, root: Path | None = None) -> dict[str, str]:
+    """Every path offsite wants under the unit directory, with its content. With root: a
+    mask (borgmatic.timer) is left out where the administrator has a file of that name
+    there already, their own override or their own mask: offsite does not take it over."""
     wanted = dict(rendered.files)
     wanted.update({name: LINK + target for name, target in rendered.links.items()})
+    if root is not None:
+        owned = read_installed(root).manifest
+        for name in [n for n, c in wanted.items() if c == MASKED and n not in owned]:
+            if _read_entry(root / UNIT_DIR / name) is not None:
+                del wanted[name]
     return wanted
+
+
+def enabled_unmasked(root: Path, unit: str) -> bool:
+    """Whether unit is enabled under root (a .wants link) and not masked there."""
+    unit_dir = root / UNIT_DIR
+    if _read_entry(unit_dir / unit) == MASKED:
+        return False
+    return any(p.is_symlink() for p in unit_dir.glob(f"*.wants/{unit}"))
+
+
+def masks(changes: Iterable[Change]) -> tuple[list[str], list[str]]:
+    """(units these changes mask, units they unmask)."""
+    changes = list(changes)
+    return ([c.name for c in changes if c.new == MASKED and c.old != MASKED],
+            [c.name for c in changes if c.old == MASKED and c.new != MASKED])
 
 
 @dataclass(frozen=True)
@@ -98,7 +123,7 @@ def read_installed(root: Path) -> Installed:
 def plan(root: Path, rendered: Rendered) -> list[Change]:
     """The changes install would make, sorted by name. Refuses to take over foreign units."""
     installed = read_installed(root)
-    wanted = desired(rendered)
+    wanted = desired(rendered, root)
     foreign = [n for n in wanted if n not in installed.manifest
                and _read_entry(root / UNIT_DIR / n) not in (None, wanted[n])]
     if foreign:
@@ -175,7 +200,7 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
     restart_namespace: restart the backup namespace if it runs (its paths changed)."""
     unit_dir = root / UNIT_DIR
     changes = plan(root, rendered)
-    wanted = desired(rendered)
+    wanted = desired(rendered, root)
     unit_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".offsite-staging-", dir=unit_dir))
     try:
@@ -186,8 +211,9 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
                              and c.name in rendered.files])
         if not changes:
             return Outcome((), 0)
+        masked, unmasked = masks(changes)
         if live:
-            systemd.stop(_units_to_stop(changes))
+            systemd.stop([*_units_to_stop(changes), *masked])
         for change in changes:
             target = unit_dir / change.name
             if change.action is Action.REMOVE:
@@ -209,6 +235,7 @@ def install(rendered: Rendered, root: Path = Path("/"), *, live: bool = True,
         if live:
             systemd.reload()
             reloads = 1
+            _restart_unmasked(unmasked)
             # a running agent reads the configuration when it starts (first: a stopped
             # one is started below, once)
             systemd.try_restart([AGENT_UNIT])
@@ -240,4 +267,12 @@ def uninstall(root: Path = Path("/"), *, live: bool = True) -> Outcome:
     if live and changes:
         systemd.reload()
         reloads = 1
+        _restart_unmasked(masks(changes)[1])
     return Outcome(tuple(changes), reloads)
+
+
+def _restart_unmasked(units: list[str]) -> None:
+    """A unit offsite had masked runs again if its package had it enabled."""
+    enabled = [u for u in units if systemd.properties(u).get("UnitFileState") == "enabled"]
+    if enabled:
+        systemd.start(enabled)

@@ -519,6 +519,9 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
         if name.endswith(".timer"):
             links[f"timers.target.wants/{name}"] = name
             timers.append(name)
+    if any(job.kind is JobKind.BORGMATIC for job in cfg.jobs):
+        # borgmatic runs from offsite's job: Debian's own timer would run it a second time
+        links[unitnames.BORGMATIC_TIMER] = unitnames.MASK
     files[unitnames.AGENT_UNIT] = _agent(offsite, config_path)
     links[f"multi-user.target.wants/{unitnames.AGENT_UNIT}"] = unitnames.AGENT_UNIT
     timers.append(unitnames.AGENT_UNIT)  # started by install, like the timers
