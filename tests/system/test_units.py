@@ -397,3 +397,30 @@ def _shown_words(value: str) -> list[str]:
     characters in double quotes with \\ before each of " \\ ` $ (systemd's shell_escape)."""
     return [re.sub(r"\\(.)", r"\1", w[1:-1]) if w.startswith('"') else w
             for w in re.findall(r'"(?:[^"\\]|\\.)*"|\S+', value)]
+
+
+def test_debians_borgmatic_timer_is_masked_while_offsite_runs_borgmatic(sandbox: Sandbox) -> None:
+    """Debian's borgmatic package enables borgmatic.timer: with an offsite borgmatic job,
+    borgmatic would run twice a night. install masks it (and stops it), uninstall unmasks
+    it and it runs again."""
+    if not Path("/lib/systemd/system/borgmatic.timer").exists():
+        pytest.fail("borgmatic's own timer is missing: scripts/setup installs borgmatic")
+    sandbox.systemctl("enable", "--now", "borgmatic.timer")  # as its package leaves it
+    write_config(sandbox, f"""\
+        repositories:
+          main: {{path: {REPO}}}
+        jobs:
+          nightly: {{kind: borgmatic, repositories: [main], schedule: daily}}
+        """)
+    _, _, said = offsite(sandbox, "check")
+    assert "borgmatic.timer (Debian's own nightly borgmatic) is enabled here" in said, said
+    _, planned, _ = offsite(sandbox, "plan")
+    assert f"add: {UNIT_DIR}/borgmatic.timer" in planned and "symlink to /dev/null" in planned
+    _, out, _ = offsite(sandbox, "install")
+    assert "Masked borgmatic.timer" in out, out
+    assert sandbox.show("borgmatic.timer", "LoadState") == "masked"
+    assert sandbox.show("borgmatic.timer", "ActiveState") == "inactive"
+    _, out, _ = offsite(sandbox, "uninstall")
+    assert "Unmasked borgmatic.timer" in out, out
+    assert sandbox.show("borgmatic.timer", "LoadState") == "loaded"
+    assert sandbox.show("borgmatic.timer", "ActiveState") == "active"

@@ -118,10 +118,10 @@ def test_metrics_text_is_node_exporter_textfile_format() -> None:
         "copy": [run("copy", "success", 3000, 90, nbytes=1234)],
     }, {"d1": 3090.0, "d2": None})
     lines = text.splitlines()
-    assert 'offsite_job_last_success_timestamp_seconds{job="nightly"} 1060.000' in lines
-    assert 'offsite_job_last_result{job="nightly"} 4' in lines
-    assert 'offsite_job_last_duration_seconds{job="nightly"} 5.000' in lines
-    assert 'offsite_job_last_bytes{job="copy"} 1234' in lines
+    assert 'offsite_job_last_success_timestamp_seconds{offsite_job="nightly"} 1060.000' in lines
+    assert 'offsite_job_last_result{offsite_job="nightly"} 4' in lines
+    assert 'offsite_job_last_duration_seconds{offsite_job="nightly"} 5.000' in lines
+    assert 'offsite_job_last_bytes{offsite_job="copy"} 1234' in lines
     assert 'offsite_drive_last_copy_timestamp_seconds{drive="d1"} 3090.000' in lines
     assert not any("new" in line or "d2" in line for line in lines)
     for name in ("offsite_job_last_result", "offsite_job_last_bytes"):
@@ -131,6 +131,17 @@ def test_metrics_text_is_node_exporter_textfile_format() -> None:
 
 def test_metrics_are_written_only_where_node_exporter_looks(tmp_path: Path) -> None:
     assert metrics.write(cfg(), tmp_path / "absent") is None
+    assert metrics.write_heartbeat(1.0, tmp_path / "absent") is None
+    beat = metrics.write_heartbeat(1234.5, tmp_path)
+    assert beat is not None and beat.name == "offsite-agent.prom"
+    assert "offsite_agent_heartbeat_timestamp_seconds 1234.500" in beat.read_text().splitlines()
+
+
+def test_the_age_limits_of_the_configuration_are_metrics_too() -> None:
+    text = metrics.text(["far"], {}, {"d1": None}, {"far": 3 * 86400.0}, {"d1": 62 * 86400.0})
+    lines = text.splitlines()
+    assert 'offsite_job_stale_after_seconds{offsite_job="far"} 259200' in lines
+    assert 'offsite_drive_stale_after_seconds{drive="d1"} 5356800' in lines
 
 
 def test_schedule_flags_runs_that_overlap() -> None:
@@ -216,5 +227,5 @@ def test_metrics_label_values_with_quotes_and_backslashes_still_parse() -> None:
     text = metrics.text([odd], {odd: [run]}, {'d"r\\ive': 3.0})
     samples = {(s.name, tuple(s.labels.items())): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
-    assert samples[("offsite_job_last_result", (("job", odd),))] == 0
+    assert samples[("offsite_job_last_result", (("offsite_job", odd),))] == 0
     assert samples[("offsite_drive_last_copy_timestamp_seconds", (("drive", 'd"r\\ive'),))] == 3.0

@@ -311,9 +311,14 @@ class Agent:
         log.info("agent ready: watching %d job unit(s) and %d drive(s)", len(self.units.jobs),
                  len(self.cfg.drives))
         watchdog = systemd.watchdog_interval()
+        tick = min(watchdog or metrics.HEARTBEAT_EVERY, metrics.HEARTBEAT_EVERY)
+        beat = 0.0
         while not self.stopping.is_set():
+            if time.monotonic() - beat >= metrics.HEARTBEAT_EVERY - 1:
+                metrics.write_heartbeat(time.time())
+                beat = time.monotonic()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), watchdog or None)
+                await asyncio.wait_for(self.stopping.wait(), tick)
             if watchdog:
                 systemd.notify("WATCHDOG=1")
         systemd.notify("STOPPING=1")

@@ -1,6 +1,12 @@
 """Prometheus metrics in node_exporter's textfile-collector format: per job the last
-success time, last duration, last result and bytes; per drive the last copy. Written
-atomically (a temporary file, then rename), so the collector never reads half a file."""
+success time, last duration, last result and bytes; per drive the last copy; the age
+limits the configuration sets (so alert rules follow it); and, in a file of its own that
+only the agent writes, the agent's heartbeat. Written atomically (a temporary file, then
+rename), so the collector never reads half a file.
+
+The job's label is `offsite_job`, not `job`: Prometheus gives every scraped series the
+scrape's own `job` label, and would rename ours to `exported_job`.
+Alert rules for these: packaging/prometheus/offsite-alerts.yml."""
 
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ log = logging.getLogger(__name__)
 
 TEXTFILE_DIR = Path("/var/lib/prometheus/node-exporter")  # Debian's node_exporter reads here
 FILE_NAME = "offsite.prom"
+AGENT_FILE_NAME = "offsite-agent.prom"  # the heartbeat: only the agent writes it
+HEARTBEAT_EVERY = 60.0  # seconds
 RESULT_CODES = {"success": 0, "warning": 1, "skipped": 2, "interrupted": 3, "failed": 4}
 
 _HELP = {
@@ -26,7 +34,12 @@ _HELP = {
                                "3 interrupted, 4 failed.",
     "offsite_job_last_bytes": "Bytes the job's last run copied (copying jobs only).",
     "offsite_drive_last_copy_timestamp_seconds": "When the drive last got a complete copy.",
+    "offsite_drive_stale_after_seconds": "The drive's stale_after: a last copy older than "
+                                         "this is stale.",
+    "offsite_job_stale_after_seconds": "The job's stale_after (jobs that set one, and push "
+                                       "jobs): no success for longer is stale.",
 }
+_HEARTBEAT = "offsite_agent_heartbeat_timestamp_seconds"
 
 
 def label_value(text: str) -> str:
@@ -36,12 +49,20 @@ def label_value(text: str) -> str:
 
 
 def text(jobs: Sequence[str], runs: Mapping[str, list[history.Run]],
-         drives: Mapping[str, float | None]) -> str:
-    """The textfile for jobs (their runs, newest first) and drives (name -> last copy)."""
+         drives: Mapping[str, float | None], limits: Mapping[str, float] | None = None,
+         drive_limits: Mapping[str, float] | None = None) -> str:
+    """The textfile for jobs (their runs, newest first) and drives (name -> last copy);
+    limits: stale_after of jobs (by name) and drives (drive_limits)."""
     samples: dict[str, list[str]] = {name: [] for name in _HELP}
+    for job, limit in (limits or {}).items():
+        samples["offsite_job_stale_after_seconds"].append(
+            f'{{offsite_job="{label_value(job)}"}} {limit:.0f}')
+    for drive, limit in (drive_limits or {}).items():
+        samples["offsite_drive_stale_after_seconds"].append(
+            f'{{drive="{label_value(drive)}"}} {limit:.0f}')
     for job in jobs:
         finished = [r for r in runs.get(job, []) if r.result is not None]
-        label = f'{{job="{label_value(job)}"}}'
+        label = f'{{offsite_job="{label_value(job)}"}}'
         success = next((r for r in finished if r.succeeded), None)
         if success and success.finished:
             samples["offsite_job_last_success_timestamp_seconds"].append(
@@ -74,8 +95,29 @@ def write(cfg: Config, directory: Path = TEXTFILE_DIR) -> Path | None:
                               for d in cfg.drives}
     drives = {k: float(v) if isinstance(v, int | float) else None for k, v in copies.items()}
     path = directory / FILE_NAME
+    limits = {j.name: j.stale_after for j in cfg.jobs if j.stale_after is not None}
+    body = text([j.name for j in cfg.jobs], runs, drives, limits,
+                {d.name: d.stale_after for d in cfg.drives})
     try:
-        durable.replace(path, text([j.name for j in cfg.jobs], runs, drives), mode=0o644)
+        durable.replace(path, body, mode=0o644)
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror)
+        return None
+    return path
+
+
+def heartbeat_text(now: float) -> str:
+    return (f"# HELP {_HEARTBEAT} When the offsite agent last said it is alive (unix time).\n"
+            f"# TYPE {_HEARTBEAT} gauge\n{_HEARTBEAT} {now:.3f}\n")
+
+
+def write_heartbeat(now: float, directory: Path = TEXTFILE_DIR) -> Path | None:
+    """The agent's own file: an alert fires when it grows old (the agent is down or stuck)."""
+    if not directory.is_dir():
+        return None
+    path = directory / AGENT_FILE_NAME
+    try:
+        durable.replace(path, heartbeat_text(now), mode=0o644)
     except OSError as exc:
         log.warning("cannot write the metrics file %s: %s", path, exc.strerror)
         return None
