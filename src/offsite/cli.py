@@ -129,7 +129,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    outcome = install.uninstall(args.root, live=args.root == Path("/"))
+    outcome = install.uninstall(args.root, live=args.root == Path("/") and not args.offline)
     for change in outcome.changes:
         print(f" remove {args.root / install.UNIT_DIR / change.name}")
     for unit in install.masks(outcome.changes)[1]:
@@ -547,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
         "its manifest) and nothing else; reload systemd once.",
     )
     root_option(p)
+    p.add_argument("--offline", action="store_true", help="remove the files without "
+                   "contacting systemd (no systemd running: a chroot, the package's removal "
+                   "in one)")
     p.set_defaults(func=cmd_uninstall)
 
     p = sub.add_parser(

@@ -1,5 +1,5 @@
-"""The man page (offsite(1)) and the bash completion, generated from the CLI's own parser,
-so neither can list a command or an option the program does not have. `make deb` writes
+"""The man page (offsite(8): a root-only tool) and the bash completion, generated from the
+CLI's own parser, so neither can list a command or an option the program does not have. `make deb` writes
 both into the package (packaging/build-deb)."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def man(today: date | None = None) -> str:
     parser = cli.build_parser()
     when = (today or _build_date()).isoformat()
     lines = [
-        f'.TH OFFSITE 1 "{when}" "offsite {__version__}" "User Commands"',
+        f'.TH OFFSITE 8 "{when}" "offsite {__version__}" "System Administration"',
         ".SH NAME",
         "offsite \\- off\\-site backups with borg, run by systemd",
         ".SH SYNOPSIS",

@@ -1,8 +1,10 @@
 """A Debian 12 guest under QEMU for what this machine's kernel lacks (device-mapper: LUKS).
 
 The image: debootstrap of the packages below (cached by their list under CACHE), plus
-offsite and its dependencies installed from wheels built here (rebuilt when the sources
-change), as a qcow2 base. Each boot gets a throw-away copy-on-write overlay, runs
+offsite's own Debian package built here (`make deb`) and installed with apt, which brings
+Debian's python3-pystemd, -dbus-fast, -pyudev, -usb and -yaml: every vm test runs offsite
+as users run it, on those versions (rebuilt when the sources or the packaging change), as
+a qcow2 base. Each boot gets a throw-away copy-on-write overlay, runs
 `qemu-system-x86_64 -accel tcg`, and is controlled through QMP (hot-plug) and the guest
 agent (commands, files). Teardown kills QEMU by its pid and removes the overlay, also after
 an error; a QEMU left by a killed test run is found by its pid file and ended.
@@ -20,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,23 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def plain_rootfs(suite: str) -> Path:
+    """A minimal debootstrapped Debian `suite` (bookworm, trixie) with apt, as a tarball
+    cached by the suite: where the package is installed as a user would, from nothing."""
+    key = _digest(suite.encode(), MIRROR.encode())
+    tarball = CACHE / f"plain-{suite}-{key}.tar"
+    if tarball.exists():
+        return tarball
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / f"build-{suite}-{key}"
+    shutil.rmtree(work, ignore_errors=True)
+    run(["debootstrap", "--variant=minbase", suite, work, MIRROR], timeout=1800)
+    run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
+    os.replace(f"{tarball}.tmp", tarball)
+    shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
 def _base_rootfs() -> Path:
     """The debootstrapped tree, as a tarball cached by the package list."""
     key = _digest(" ".join(PACKAGES).encode(), MIRROR.encode())
@@ -86,10 +104,47 @@ def _base_rootfs() -> Path:
     return tarball
 
 
+LIB = "/usr/share/offsite/lib"  # where the package keeps offsite's modules
+
+
+def python(code: str, *args: str) -> list[str]:
+    """argv that runs code with the guest's python3 and the installed offsite's modules."""
+    return ["/usr/bin/python3", "-c", f"import sys\nsys.path.insert(0, {LIB!r})\n{code}", *args]
+
+
 def _sources_digest() -> str:
-    files = sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(p for d in ("src", "packaging", "udev", "examples") for p in (ROOT / d).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts)
     files.append(ROOT / "pyproject.toml")
     return _digest(*[p.read_bytes() for p in files])
+
+
+def build_deb(out: Path) -> Path:
+    """offsite's package, built by packaging/build-deb (lintian-checked) into out."""
+    run([ROOT / "packaging" / "build-deb", out], timeout=1800)
+    return next(out.glob("offsite_*_all.deb"))
+
+
+@contextlib.contextmanager
+def chroot(tree: Path) -> Iterator[Path]:
+    """A Debian tree with /proc, /sys and /dev, and this machine's resolver, for apt."""
+    shutil.copy("/etc/resolv.conf", tree / "etc/resolv.conf")
+    mounted: list[Path] = []
+    try:
+        for kind, name in (("proc", "proc"), ("sysfs", "sys")):
+            run(["mount", "-t", kind, kind, tree / name])
+            mounted.append(tree / name)
+        run(["mount", "--bind", "/dev", tree / "dev"])
+        mounted.append(tree / "dev")
+        yield tree
+    finally:
+        for point in reversed(mounted):
+            run(["umount", "--lazy", point], check=False)
+
+
+def in_chroot(tree: Path, *argv: str | Path, check: bool = True, timeout: float = 900) -> Result:
+    return run(["chroot", tree, *argv], check=check, timeout=timeout,
+               env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 
 @dataclass(frozen=True)
@@ -111,15 +166,15 @@ def image() -> Image:
         tree = out / "rootfs"
         tree.mkdir(parents=True)
         run(["tar", "-C", tree, "-xf", tarball], timeout=600)
-        wheels = tree / "opt/offsite/wheels"
-        wheels.mkdir(parents=True)
-        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-             "--wheel-dir", wheels, ROOT], timeout=900)
-        run(["chroot", tree, "python3", "-m", "venv", "/opt/offsite/venv"], timeout=600)
-        run(["chroot", tree, "/opt/offsite/venv/bin/pip", "install", "--quiet", "--no-index",
-             "--disable-pip-version-check", "--find-links", "/opt/offsite/wheels", "offsite"],
-            timeout=900)
-        (tree / "usr/local/bin/offsite").symlink_to("/opt/offsite/venv/bin/offsite")
+        deb = build_deb(out / "deb")
+        shutil.copy(deb, tree / "tmp" / deb.name)
+        with chroot(tree):
+            in_chroot(tree, "apt-get", "update", "-qq")
+            in_chroot(tree, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                      f"/tmp/{deb.name}")
+            in_chroot(tree, "apt-get", "clean")
+        (tree / "tmp" / deb.name).unlink()
+        (tree / "etc/resolv.conf").unlink(missing_ok=True)
         boot = sorted((tree / "boot").glob("vmlinuz-*"))[-1]
         shutil.copy(boot, out / "vmlinuz")
         shutil.copy(tree / "boot" / boot.name.replace("vmlinuz", "initrd.img"), out / "initrd")

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from .guest import Guest
+from .guest import Guest, python
 
 CONFIG = "/etc/offsite/offsite.yaml"
 REPO = "/srv/borg/main"
@@ -48,8 +48,9 @@ def luks_drive(g: Guest, image: Path, node: str, passphrase: str) -> str:
 
 
 def runs(g: Guest) -> list[tuple[str, str]]:
-    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite.notify import history\n"
-                 "for r in reversed(history.runs(limit=1000)):\n    print(r.job, r.result)"])
+    out = g.run(python("from offsite.notify import history\n"
+                             "for r in reversed(history.runs(limit=1000)):\n"
+                             "    print(r.job, r.result)"))
     return [(a, b) for a, b in (line.split() for line in out.stdout.splitlines())]
 
 
@@ -195,10 +196,10 @@ def test_a_keyfile_on_a_separate_usb_key(guest: Guest, tmp_path: Path) -> None:
 
 
 def _last_run(g: Guest, job: str) -> tuple[str, str] | None:
-    out = g.run(["/opt/offsite/venv/bin/python", "-c", "import sys\n"
-                 "from offsite.notify import history\n"
-                 "done = [r for r in history.runs(limit=1000) if r.job == sys.argv[1] and r.result]\n"
-                 "print(done[0].result, done[0].detail or '', sep='\\t') if done else None", job])
+    out = g.run(python(
+        "from offsite.notify import history\n"
+        "done = [r for r in history.runs(limit=1000) if r.job == sys.argv[1] and r.result]\n"
+        "print(done[0].result, done[0].detail or '', sep='\\t') if done else None", job))
     line = out.stdout.rstrip("\n")
     if not line:
         return None

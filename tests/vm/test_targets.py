@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from .guest import Guest
+from .guest import Guest, python
 from .test_luks import CONFIG, REPO, SECRET, encrypted_repository, runs
 
 OFFSITE = ["offsite", "--config", CONFIG]
@@ -57,8 +57,8 @@ def start_job(g: Guest, unit: str) -> bool:
 
 def spooled_subjects(g: Guest) -> list[str]:
     """The subjects of the mails waiting in the spool (no mail server in the guest)."""
-    out = g.run(["/opt/offsite/venv/bin/python", "-c", "from offsite.notify import spool\n"
-                 "for e in spool.entries():\n    print(e.subject)"]).stdout
+    out = g.run(python("from offsite.notify import spool\n"
+                             "for e in spool.entries():\n    print(e.subject)")).stdout
     return out.splitlines()
 
 

@@ -79,7 +79,7 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
     unit = [
         "[Unit]",
         f"Description=offsite {unit_value(job.name)}{unit_value(target)}: {unit_value(about)}",
-        "Documentation=man:offsite(1)",
+        "Documentation=man:offsite(8)",
         "# A failure mails the unit's status and journal, even when the agent is down.",
         f"OnFailure={unitnames.notify_unit('%n')}",
     ]
@@ -268,7 +268,7 @@ def _target(target: Target, offsite: Path, config_path: Path) -> str:
     lines = [
         "[Unit]",
         f"Description=offsite: target {unit_value(target.name)} ({unit_value(needs.what)})",
-        "Documentation=man:offsite(1)",
+        "Documentation=man:offsite(8)",
         *(f"# {line}" for line in needs.why_first),
         *([f"RequiresMountsFor={path_list(needs.requires_mounts)}"] if needs.requires_mounts
           else []),
@@ -340,7 +340,7 @@ def _namespace(offsite: Path, config_path: Path) -> str:
     lines = [
         "[Unit]",
         "Description=offsite: the private mount namespace backups run in",
-        "Documentation=man:offsite(1)",
+        "Documentation=man:offsite(8)",
         "",
         "[Service]",
         "# The main process holds the namespace; jobs enter it through /proc/PID/ns/mnt.",
@@ -370,7 +370,7 @@ def _helper(description: str, argv: Sequence[str | Path], ident: str, timeout: s
     lines = [
         "[Unit]",
         f"Description={description}",
-        "Documentation=man:offsite(1)",
+        "Documentation=man:offsite(8)",
         *unit,
         "",
         "[Service]",
@@ -469,7 +469,7 @@ def _agent(offsite: Path, config_path: Path) -> str:
     lines = [
         "[Unit]",
         "Description=offsite agent: drives, LED, history and status",
-        "Documentation=man:offsite(1)",
+        "Documentation=man:offsite(8)",
         "",
         "[Service]",
         "Type=notify",
