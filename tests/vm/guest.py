@@ -60,17 +60,19 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def plain_rootfs(suite: str) -> Path:
+def plain_rootfs(suite: str, arch: str = "amd64") -> Path:
     """A minimal debootstrapped Debian `suite` (bookworm, trixie) with apt, as a tarball
-    cached by the suite: where the package is installed as a user would, from nothing."""
-    key = _digest(suite.encode(), MIRROR.encode())
-    tarball = CACHE / f"plain-{suite}-{key}.tar"
+    cached by suite and architecture: where the package is installed as a user would, from
+    nothing. (arm64 needs its binaries run by qemu-user: see test_arm64.)"""
+    key = _digest(suite.encode(), arch.encode(), MIRROR.encode())
+    tarball = CACHE / f"plain-{suite}-{arch}-{key}.tar"
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / f"build-{suite}-{key}"
+    work = CACHE / f"build-{suite}-{arch}-{key}"
     shutil.rmtree(work, ignore_errors=True)
-    run(["debootstrap", "--variant=minbase", suite, work, MIRROR], timeout=1800)
+    run(["debootstrap", f"--arch={arch}", "--variant=minbase", suite, work, MIRROR],
+        timeout=3600)
     run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
     os.replace(f"{tarball}.tmp", tarball)
     shutil.rmtree(work, ignore_errors=True)
