@@ -177,6 +177,10 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         # borg is configured through BORG_* variables (passphrase, base dir, ssh command)
         if name in PASSTHROUGH_ENV or name.startswith(PASSTHROUGH_PREFIXES):
             env[name] = value
+    # borg's exit codes as offsite reads them (1: a warning, 2: an error), whatever the
+    # environment says: borg 1.4 gives other codes under BORG_EXIT_CODES=modern (borgmatic
+    # 1.8.7+ sets that for the borg it runs itself, not for offsite's)
+    env["BORG_EXIT_CODES"] = "legacy"
     if extra:
         env.update(extra)
     return env

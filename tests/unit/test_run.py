@@ -166,3 +166,10 @@ def test_a_stop_reaches_the_running_child_and_is_raised_once_it_has_ended(
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def test_borg_always_gets_the_exit_codes_offsite_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BORG_EXIT_CODES", "modern")  # as a user's shell might have it
+    monkeypatch.setenv("BORG_BASE_DIR", "/x")
+    env = run.child_env()
+    assert env["BORG_EXIT_CODES"] == "legacy" and env["BORG_BASE_DIR"] == "/x"
