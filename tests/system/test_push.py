@@ -156,6 +156,8 @@ def test_a_push_sends_a_whole_copy_with_a_key_that_can_only_deliver(sandbox: San
     assert (notes / "keys" / "main.key").read_text().startswith("BORG_KEY ")
     assert "main" in (notes / "RECOVERY.txt").read_text()
     assert runs(sandbox, "far")[-1][0] == "success"
+    moving = [e for e in sandbox.entries("JOB=far") if "PROGRESS_BYTES" in e]
+    assert moving and moving[0]["MESSAGE"].startswith("push: "), moving  # for `offsite run`
 
     # The next push: a new tree, its unchanged files hard links to the one before (seen in
     # the bytes sent), the switch, and the older tree gone.

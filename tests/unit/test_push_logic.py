@@ -163,3 +163,13 @@ def test_the_switch_sends_the_symlink_then_deletes_only_the_older_trees() -> Non
     # only DIR/main and DIR/main.offsite/ are looked at: files/, other repositories and
     # offsite-recovery/ are excluded, so never deleted
     assert options[-3:] == ["--include=/main", "--include=/main.offsite/", "--exclude=/*"]
+
+
+def test_rsyncs_progress_lines_become_a_progress_line_of_the_push() -> None:
+    moving = push.progress("     52,428,800  45%   10.50MB/s    0:00:12 (xfr#3, to-chk=5/9)")
+    assert moving == push.Progress(52428800, 45, "10.50MB/s", "0:00:12")
+    assert push.progress_text(moving) == \
+        "push: 50.0 MiB of about 111.1 MiB (45%), 10.50MB/s, 0:00:12 left"
+    assert push.progress("sending incremental file list") is None
+    assert push.progress("Total bytes sent: 1,234") is None
+    assert "of about" not in push.progress_text(push.Progress(0, 0, "0.00kB/s", "0:00:00"))

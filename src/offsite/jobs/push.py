@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite import durable, state
+from offsite import durable, quantities, state
 from offsite.config.model import Config, Job
 from offsite.config.schema import PUSH_FILES
 from offsite.errors import Fatal
@@ -77,6 +77,7 @@ def tree_options(previous: str | None, name: str) -> list[str]:
     """rsync options that fill a new tree of repository name from the source."""
     link = [f"--link-dest=/{trees(name)}/{previous}"] if previous else []
     return ["--recursive", "--links", "--perms", "--times", "--delete", "--mkpath",
+            "--info=progress2",
             *(f"--exclude={p}" for p in NOT_COPIED), *link]
 
 
@@ -86,6 +87,34 @@ def switch_options(name: str, tree: str) -> list[str]:
     return ["--recursive", "--links", "--times", "--delete-after",
             f"--filter=P /{trees(name)}/{tree}/", f"--include=/{name}",
             f"--include=/{trees(name)}/", "--exclude=/*"]
+
+
+# rsync --info=progress2: "  1,234,567  45%   10.50MB/s    0:00:12 (xfr#3, to-chk=5/9)"
+_PROGRESS = re.compile(r"^\s*([\d,.]+)\s+(\d{1,3})%\s+(\S+/s)\s+(\d+:\d{2}:\d{2})")
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # bytes so far (of this transfer, unchanged files counted as done)
+    percent: int
+    rate: str  # as rsync says it: 10.50MB/s
+    left: str  # rsync's estimate: 0:00:12
+
+
+def progress(line: str) -> Progress | None:
+    """One of rsync's --info=progress2 lines; None for any other line."""
+    found = _PROGRESS.match(line)
+    if found is None:
+        return None
+    return Progress(int(re.sub(r"[,.]", "", found.group(1))), int(found.group(2)),
+                    found.group(3), found.group(4))
+
+
+def progress_text(p: Progress) -> str:
+    total = p.done * 100 // p.percent if p.percent else None
+    of = f" of about {quantities.format_size(total)}" if total else ""
+    return (f"push: {quantities.format_size(p.done)}{of} ({p.percent}%), {p.rate}, "
+            f"{p.left} left")
 
 
 _SENT = re.compile(r"^Total bytes sent:\s*([\d,.]+)")
@@ -199,14 +228,30 @@ def new_tree(now: float) -> str:
 # -- doing it ----------------------------------------------------------------------------
 
 
+PROGRESS_EVERY = 5.0  # seconds between progress lines in the journal
+
+
 def _rsync(job: Job, argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> tuple[int, int]:
-    """Run rsync; (its exit code, bytes sent). Fatal with the reason a person can act on."""
+    """Run rsync; (its exit code, bytes sent). Its progress goes to the journal every few
+    seconds (for `offsite run`). Fatal with the reason a person can act on."""
     said: list[str] = []
+    last = [0.0]
 
     def on_line(line: str) -> None:
+        moving = progress(line)
+        if moving is not None:  # (a line of its own: \r ends a line here too)
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY or moving.percent == 100:
+                last[0] = now
+                total = moving.done * 100 // moving.percent if moving.percent else 0
+                log.info("%s", progress_text(moving), extra={"fields": {
+                    "PROGRESS_BYTES": str(moving.done), "PROGRESS_TOTAL": str(total),
+                    "JOB": job.name}})
+            return
         said.append(line)
-        if not line.startswith(("Number of", "Total ", "Literal data", "Matched data",
-                                "File list", "sent ", "total size")):
+        if line.strip() and not line.startswith((
+                "Number of", "Total ", "Literal data", "Matched data", "File list", "sent ",
+                "total size")):
             log.info("rsync: %s", line, extra=fields(job=job.name))
 
     try:
@@ -243,7 +288,8 @@ def push(cfg: Config, job: Job, offsite: Path, passphrases: dict[str, str]) -> t
         log.info("pushing %s to %s:%s/%s", path, to.host, to.path, far_files(path),
                  extra=fields(job=job.name))
         code, n = _rsync(job, rsync_argv(job, rsh, "--archive", "--hard-links",
-                                         "--delete-delay", "--mkpath", f"{path}/",
+                                         "--delete-delay", "--mkpath", "--info=progress2",
+                                         f"{path}/",
                                          f"{to.host}:{far_files(path)}/"),
                          f"pushing {path}", ok=(0, RSYNC_VANISHED))
         sent += n
