@@ -121,3 +121,26 @@ def test_only_regular_files_are_sampled() -> None:
     found = restoretest.items(listing)
     assert [i.path for i in found] == ["srv/a"]
     assert restoretest.sample(found * 5, 3) and len(restoretest.sample(found, 10)) == 1
+
+
+def test_archives_borg_1_4_cannot_authenticate_are_named_with_the_command_that_fixes_them() -> None:
+    """What borg 1.4.0 (Debian 13) said of a repository whose archive borg 1.2.4 had
+    renamed: `borg check` (it would delete the archive with --repair), and extract."""
+    check = [
+        "Archive TAM authentication issue for archive uno: Data integrity error: Archive "
+        "authentication did not verify",
+        "This archive will be *removed* from the manifest! It will be deleted.",
+        "Archive consistency check complete, problems found."]
+    found = borgjson.tam_refused(check, "main", "/srv/borg/main")
+    assert found is not None
+    assert "archives this borg cannot authenticate (uno)" in found[0]
+    assert "Never run borg check --repair" in found[0]
+    assert "borg upgrade --archives-tam /srv/borg/main" in found[1]
+    extract = ("borg.crypto.key.ArchiveTAMInvalid: Data integrity error: Archive authentication "
+               "did not verify")
+    found = borgjson.tam_refused([extract], "main", "/srv/borg/main")
+    assert found is not None and "--archives-tam" in found[1]
+    manifest = borgjson.tam_refused(["Manifest authentication did not verify"], "m", "/r")
+    assert manifest is not None and "borg upgrade --tam /r" in manifest[1]
+    assert borgjson.tam_refused(["Archive consistency check complete, problems found."],
+                                "m", "/r") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 STEP = 10.0  # percent between progress lines in the journal
@@ -73,6 +74,31 @@ def passphrase_refused(msgids: list[str], repository: str, source: str) -> tuple
                 f"set passphrase_file, passphrase_credential or passcommand under "
                 f"repositories.{repository}")
     return None
+
+
+# What borg 1.2.5+ and 1.4 say of an archive without a valid TAM (one that borg < 1.2.5
+# renamed or recreated): `borg check` reports it and would delete it with --repair;
+# extracting from it fails.
+_TAM = re.compile(r"Archive TAM authentication issue for archive ([^\s:]+)|"
+                  r"Archive authentication did not verify|ArchiveTAMInvalid|"
+                  r"Manifest authentication did not verify|TAMRequiredError")
+
+
+def tam_refused(texts: list[str], repository: str, path: str) -> tuple[str, str] | None:
+    """(message, hint) when borg refused archives (or the manifest) it cannot authenticate,
+    naming the archives where borg did; else None."""
+    found = [m for t in texts for m in _TAM.finditer(t)]
+    if not found:
+        return None
+    archives = sorted({m.group(1) for m in found if m.group(1)})
+    manifest = any("Manifest" in m.group(0) or "TAMRequired" in m.group(0) for m in found)
+    which = f" ({', '.join(archives)})" if archives else ""
+    run = f"borg upgrade --tam {path}" if manifest else f"borg upgrade --archives-tam {path}"
+    return (f"repository {repository} has archives this borg cannot authenticate{which}: "
+            "written or renamed by borg before 1.2.5 (CVE-2023-36811). Never run borg check "
+            "--repair on it now: that deletes them",
+            f"check that the archives are yours (borg list {path}), then run: {run} "
+            "(once per repository; see borg's changelog, pre-1.2.5 archives spoofing)")
 
 
 def msgids_of(output: str) -> list[str]:

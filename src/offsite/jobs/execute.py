@@ -81,7 +81,8 @@ def _run_borg(job: Job, argv: list[str], warning_ok: bool = True, repository: st
                        ok_codes=(0, BORG_WARNING) if warning_ok else (0,), timeout=job.timeout,
                        env=access.env, fd_secret=access.fd_secret)
     except CommandError as exc:
-        refused = borgjson.passphrase_refused(reader.msgids, repository, access.source)
+        refused = borgjson.passphrase_refused(reader.msgids, repository, access.source) or \
+            borgjson.tam_refused([*reader.errors, exc.stderr], repository, argv[-1])
         if refused is not None:
             raise Fatal(*refused) from exc
         why = "; ".join(reader.errors[-3:]) or str(exc)

@@ -105,6 +105,9 @@ def test_repository(repo: Path, n: int, job: str, access: BorgAccess | None = No
         try:
             borg("extract", "--", f"{repo}::{archive}", *[i.path for i in chosen], cwd=Path(tmp))
         except CommandError as exc:
+            refused = borgjson.tam_refused([exc.stderr], name or str(repo), str(repo))
+            if refused is not None:
+                raise Fatal(*refused) from exc
             raise Fatal(f"borg could not extract from {repo}::{archive}: {exc}") from exc
         for item in chosen:
             restored = Path(tmp) / item.path
