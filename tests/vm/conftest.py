@@ -18,6 +18,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def guest(tmp_path: Path) -> Iterator[Guest]:
-    with booted(tmp_path) as g:
+def guest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Guest]:
+    """A booted Debian 12 guest; Debian 13 for a test parametrized with
+    `@pytest.mark.parametrize("guest", ["trixie"], indirect=True)`."""
+    with booted(tmp_path, getattr(request, "param", "bookworm")) as g:
         yield g

@@ -1,4 +1,5 @@
-"""A Debian 12 guest under QEMU for what this machine's kernel lacks (device-mapper: LUKS).
+"""Debian 12 and 13 guests under QEMU for what this machine's kernel lacks (device-mapper:
+LUKS). `booted(workdir, suite)`: bookworm (12) unless a test asks for trixie (13).
 
 The image: debootstrap of the packages below (cached by their list under CACHE), plus
 offsite's own Debian package built here (`make deb`) and installed with apt, which brings
@@ -40,6 +41,15 @@ PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "cryptsetup", "kmod", "rs
             "qemu-guest-agent", "e2fsprogs", "util-linux", "mount",
             # other targets (cloud RAID, network block device over SSH)
             "mdadm", "nbd-client", "nbd-server", "openssh-server", "openssh-client")
+SUITES = ("bookworm", "trixie")  # Debian 12, 13
+
+
+def packages(suite: str) -> tuple[str, ...]:
+    """What the guest of suite is debootstrapped with: Debian 13 has the cryptsetup
+    generator and systemd-cryptsetup@.service in a package of their own."""
+    return PACKAGES + (("systemd-cryptsetup",) if suite != "bookworm" else ())
+
+
 BOOT_TIMEOUT = 240.0
 MEMORY_MB = 1536
 
@@ -79,16 +89,17 @@ def plain_rootfs(suite: str, arch: str = "amd64") -> Path:
     return tarball
 
 
-def _base_rootfs() -> Path:
+def _base_rootfs(suite: str = "bookworm") -> Path:
     """The debootstrapped tree, as a tarball cached by the package list."""
-    key = _digest(" ".join(PACKAGES).encode(), MIRROR.encode())
-    tarball = CACHE / f"rootfs-{key}.tar"
+    key = _digest(" ".join(packages(suite)).encode(), MIRROR.encode(),
+                  *([suite.encode()] if suite != "bookworm" else []))
+    tarball = CACHE / (f"rootfs-{key}.tar" if suite == "bookworm" else f"rootfs-{suite}-{key}.tar")
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / f"build-{key}"
     shutil.rmtree(work, ignore_errors=True)
-    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), "bookworm",
+    run(["debootstrap", "--variant=minbase", "--include=" + ",".join(packages(suite)), suite,
          work, MIRROR], timeout=1800)
     (work / "etc/hostname").write_text("offsite-vm\n")
     (work / "etc/fstab").write_text("/dev/vda / ext4 rw 0 1\n")
@@ -156,14 +167,14 @@ class Image:
     initrd: Path
 
 
-def image() -> Image:
+def image(suite: str = "bookworm") -> Image:
     """The guest's base image with offsite installed; built when its inputs changed."""
-    tarball = _base_rootfs()
+    tarball = _base_rootfs(suite)
     key = _digest(tarball.name.encode(), _sources_digest().encode())
-    out = CACHE / f"image-{key}"
+    out = CACHE / f"image-{suite}-{key}"
     done = out / "base.qcow2"
     if not done.exists():
-        for old in CACHE.glob("image-*"):  # images of earlier sources: only one is kept
+        for old in CACHE.glob(f"image-{suite}-*"):  # earlier sources': one is kept per suite
             shutil.rmtree(old, ignore_errors=True)
         tree = out / "rootfs"
         tree.mkdir(parents=True)
@@ -352,8 +363,8 @@ def _end_stale() -> None:
 
 
 @contextlib.contextmanager
-def booted(workdir: Path) -> Iterator[Guest]:
-    img = image()
+def booted(workdir: Path, suite: str = "bookworm") -> Iterator[Guest]:
+    img = image(suite)
     _end_stale()
     overlay = workdir / "overlay.qcow2"
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, overlay])

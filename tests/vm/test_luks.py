@@ -9,7 +9,9 @@ import re
 import time
 from pathlib import Path
 
-from .guest import Guest, python
+import pytest
+
+from .guest import SUITES, Guest, python
 
 CONFIG = "/etc/offsite/offsite.yaml"
 REPO = "/srv/borg/main"
@@ -54,6 +56,7 @@ def runs(g: Guest) -> list[tuple[str, str]]:
     return [(a, b) for a, b in (line.split() for line in out.stdout.splitlines())]
 
 
+@pytest.mark.parametrize("guest", SUITES, indirect=True)  # Debian 12 and 13
 def test_a_luks_drive_is_enrolled_plugged_copied_locked_and_unplugged(
         guest: Guest, tmp_path: Path) -> None:
     g = guest

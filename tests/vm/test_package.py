@@ -16,7 +16,7 @@ import pytest
 
 from offsite.run import run
 
-from .guest import LIB, build_deb, chroot, in_chroot, plain_rootfs
+from .guest import LIB, _base_rootfs, build_deb, chroot, in_chroot
 
 IMPORT_ALL = (
     "import importlib, pkgutil, sys\n"
@@ -46,7 +46,9 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def fresh(suite: str, where: Path) -> Iterator[Path]:
     where.mkdir()
-    run(["tar", "-C", where, "-xf", plain_rootfs(suite)], timeout=600)
+    # the guests' own debootstrapped trees (cached; offsite's Python libraries are not in
+    # them: apt brings those with the package)
+    run(["tar", "-C", where, "-xf", _base_rootfs(suite)], timeout=600)
     with chroot(where) as tree:
         yield tree
 

@@ -1,4 +1,4 @@
-"""The package's life on a running Debian 12 (the guest, whose offsite is the package,
+"""The package's life on a running Debian 12 and 13 (the guest, whose offsite is the package,
 installed with apt): upgraded to a newer build with apt (the agent restarted, the units
 rendered again from the configuration, a running job not killed), removed (offsite's units
 stopped and gone, nothing left pointing at the missing program), purged (what cannot be
@@ -10,9 +10,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from offsite.run import run
 
-from .guest import ROOT, Guest, python
+from .guest import ROOT, SUITES, Guest, python
 from .test_luks import CONFIG, REPO, encrypted_repository
 
 UNITS = "/etc/systemd/system"
@@ -22,6 +24,7 @@ def show(g: Guest, unit: str, prop: str) -> str:
     return g.run(["systemctl", "show", "-P", prop, unit]).stdout.strip()
 
 
+@pytest.mark.parametrize("guest", SUITES, indirect=True)  # Debian 12 and 13
 def test_upgrade_remove_and_purge_on_a_running_system(guest: Guest, tmp_path: Path) -> None:
     g = guest
     g.write(CONFIG, json.dumps({
