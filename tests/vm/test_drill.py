@@ -4,8 +4,8 @@ Guest A, a machine as a user has it, makes encrypted backups (one repokey, one k
 repository, each with its own passphrase) and copies them to a LUKS drive opened with
 offsite's keyfile. Then the machine is gone. Guest B, a new Debian guest with offsite as
 its package installs it (the example configuration only), no borg keys and no cache, gets
-the drive and what a person keeps on paper (the drive's LUKS passphrase and the two borg passphrases) and restores
-every file, bit for bit."""
+the drive and what a person keeps on paper (the drive's LUKS passphrase and the two borg
+passphrases) and restores every file, bit for bit."""
 
 from __future__ import annotations
 
