@@ -174,8 +174,10 @@ def image(suite: str = "bookworm") -> Image:
     out = CACHE / f"image-{suite}-{key}"
     done = out / "base.qcow2"
     if not done.exists():
-        for old in CACHE.glob(f"image-{suite}-*"):  # earlier sources': one is kept per suite
-            shutil.rmtree(old, ignore_errors=True)
+        for old in CACHE.glob("image-*"):  # earlier sources': one is kept per suite
+            if old.name.startswith(f"image-{suite}-") or not old.name.startswith(
+                    tuple(f"image-{s}-" for s in SUITES)):
+                shutil.rmtree(old, ignore_errors=True)
         tree = out / "rootfs"
         tree.mkdir(parents=True)
         run(["tar", "-C", tree, "-xf", tarball], timeout=600)
