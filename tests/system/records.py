@@ -7,6 +7,8 @@ from pathlib import Path
 
 from offsite_lab.sandbox import Sandbox
 
+from offsite import unitnames
+
 PYTHON = str(Path(sys.prefix) / "bin" / "python")
 
 
@@ -36,3 +38,13 @@ def run_bytes(box: Sandbox, job: str) -> list[int | None]:
                    "    if r.job == sys.argv[1] and r.result is not None:\n"
                    "        print(r.bytes)", job]).stdout
     return [None if line == "None" else int(line) for line in out.split()]
+
+
+def start(box: Sandbox, job: str) -> bool:
+    """Start job's unit and wait for it; whether it succeeded."""
+    return box.systemctl("start", "--", unitnames.job_unit(job), check=False).returncode == 0
+
+
+def messages(box: Sandbox, job: str) -> list[str]:
+    """Every message job logged (JOB= field), oldest first."""
+    return [e.get("MESSAGE", "") for e in box.entries(f"JOB={job}")]

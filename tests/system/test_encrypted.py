@@ -14,7 +14,7 @@ from offsite_lab.sandbox import Sandbox
 from offsite import unitnames
 from offsite.run import Result
 
-from .records import history
+from .records import history, messages, start
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
 CONFIG = "/etc/offsite/offsite.yaml"
@@ -55,14 +55,6 @@ def install(box: Sandbox, secret: dict[str, str]) -> None:
         box.write(f"/etc/systemd/system/{unitnames.job_unit(job)}.d/debug.conf",
                   "[Service]\nEnvironment=SYSTEMD_LOG_LEVEL=debug\n")
     box.systemctl("daemon-reload")
-
-
-def start(box: Sandbox, job: str) -> bool:
-    return box.systemctl("start", "--", unitnames.job_unit(job), check=False).returncode == 0
-
-
-def messages(box: Sandbox, job: str) -> list[str]:
-    return [e.get("MESSAGE", "") for e in box.entries(f"JOB={job}")]
 
 
 def assert_nowhere_but_its_source(box: Sandbox) -> None:

@@ -20,7 +20,7 @@ from offsite import unitnames
 from offsite.run import Result
 
 from . import repos
-from .records import run_bytes, runs
+from .records import messages, run_bytes, runs, start
 from .servers import T, free_port, start_sshd, wait_for
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
@@ -34,14 +34,6 @@ KEYS = "/var/lib/offsite/ssh/far"
 
 def offsite(box: Sandbox, *args: str, check: bool = True) -> Result:
     return box.run([OFFSITE, "--config", CONFIG, *args], check=check)
-
-
-def start(box: Sandbox, job: str) -> bool:
-    return box.systemctl("start", "--", unitnames.job_unit(job), check=False).returncode == 0
-
-
-def messages(box: Sandbox, job: str) -> list[str]:
-    return [e.get("MESSAGE", "") for e in box.entries(f"JOB={job}")]
 
 
 def said(box: Sandbox, mark: str) -> Callable[[], bool]:

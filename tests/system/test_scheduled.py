@@ -18,7 +18,7 @@ from offsite import unitnames
 from offsite.run import Result
 
 from . import repos
-from .records import history, runs
+from .records import history, messages, runs, start
 from .servers import SmtpServer, T, free_port, start_sshd, wait_for
 
 OFFSITE = str(Path(sys.prefix) / "bin" / "offsite")
@@ -32,14 +32,6 @@ BORGMATIC = "/etc/borgmatic.d/main.yaml"
 
 def offsite(box: Sandbox, *args: str, check: bool = True) -> Result:
     return box.run([OFFSITE, "--config", CONFIG, *args], check=check)
-
-
-def start(box: Sandbox, job: str) -> bool:
-    return box.systemctl("start", "--", unitnames.job_unit(job), check=False).returncode == 0
-
-
-def messages(box: Sandbox, job: str) -> list[str]:
-    return [e.get("MESSAGE", "") for e in box.entries(f"JOB={job}")]
 
 
 @pytest.fixture

@@ -264,19 +264,26 @@ def _rsync(job: Job, argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> 
     return result.returncode, bytes_sent(said)
 
 
+def _ready(job: Job, key: str, lines: str) -> None:
+    """Fatal, saying what to do, if the job's key is not made yet; else the far side's
+    host key pinned where ssh looks for it (when the configuration pins one)."""
+    to = job.to
+    assert to is not None  # noqa: S101 - push jobs only
+    if not pushkeys.key_path(job, key).exists():
+        raise Fatal(f"job {job.name} has no {key} key yet",
+                    f"run `offsite ssh-key {job.name} --from ADDRESS` and add {lines} to "
+                    f"~{to.user}/.ssh/authorized_keys on {to.host}")
+    pinned = pushkeys.known_hosts_line(to)
+    if pinned:
+        durable.replace(known_hosts(job), pinned)
+
+
 def push(cfg: Config, job: Job, offsite: Path, passphrases: dict[str, str]) -> tuple[int, bool]:
     """The whole push; (bytes sent, whether a plain directory's files vanished)."""
     to = job.to
     if to is None:
         raise Fatal(f"job {job.name} has no far side (to:)")
-    key = pushkeys.key_path(job, pushkeys.PUSH)
-    if not key.exists():
-        raise Fatal(f"job {job.name} has no SSH key yet",
-                    f"run `offsite ssh-key {job.name} --from ADDRESS` and add the lines it "
-                    f"prints to ~{to.user}/.ssh/authorized_keys on {to.host}")
-    pinned = pushkeys.known_hosts_line(to)
-    if pinned:
-        durable.replace(known_hosts(job), pinned)
+    _ready(job, pushkeys.PUSH, "the lines it prints")
     sent = 0
     for name in job.repositories:
         sent += push_locked(cfg, job, name, offsite)
@@ -402,13 +409,7 @@ def fetch(cfg: Config, tester: Job, push_job: Job, name: str, into: Path) -> int
     lists. The bytes received (what differed from the local repository)."""
     to = push_job.to
     assert to is not None  # noqa: S101 - push jobs only
-    if not pushkeys.key_path(push_job, pushkeys.READ).exists():
-        raise Fatal(f"push job {push_job.name} has no read key yet",
-                    f"run `offsite ssh-key {push_job.name} --from ADDRESS` and add its second "
-                    f"line to ~{to.user}/.ssh/authorized_keys on {to.host}")
-    pinned = pushkeys.known_hosts_line(to)
-    if pinned:
-        durable.replace(known_hosts(push_job), pinned)
+    _ready(push_job, pushkeys.READ, "its second line")
     log.info("fetching the copy of %s from %s:%s/%s, every file checksummed there",
              name, to.host, to.path, name, extra=fields(job=tester.name))
     _code, got = _rsync(push_job, fetch_argv(push_job, name, cfg.repository(name).path,
