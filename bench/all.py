@@ -13,8 +13,8 @@ from table import OUT, Figure, load, render
 from offsite.run import interactive
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("check_scale.py", "install_scale.py", "plug_latency.py", "mirror_copy.py", "push_copy.py",
-           "agent.py")
+SCRIPTS = ("check_scale.py", "install_scale.py", "plug_latency.py", "mirror_copy.py",
+           "plug_to_safe.py", "push_copy.py", "agent.py")
 
 
 def main() -> int:

@@ -340,7 +340,7 @@ def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
     new.mkdir(parents=True, exist_ok=True)
     partial = new / PARTIAL
     partial.unlink(missing_ok=True)
-    (new / MARKER).unlink(missing_ok=True)  # a reused tree is not complete until MARK
+    _unmark(new)  # a reused tree is not complete until MARK
     total = sum(s.size for s in steps)
     done_bytes = 0
     touched: set[Path] = set()
@@ -441,11 +441,22 @@ def _swap(layout: Layout, new: Path) -> None:
     durable.fsync_dir(dest.parent)
 
 
+def _unmark(tree: Path) -> None:
+    """Take a tree's completion marker away, durably, before anything in it changes: a
+    power cut must never leave a marker beside a partial copy."""
+    marker = tree / MARKER
+    if marker.exists():
+        marker.unlink()
+        durable.fsync_dir(tree)
+
+
 def _clean(layout: Layout) -> None:
     current = layout.current()
     for gen in layout.generations():
         tree = layout.trees / str(gen)
         if current is None or tree.resolve() != current.resolve():
+            with contextlib.suppress(OSError):
+                _unmark(tree)
             shutil.rmtree(tree, ignore_errors=True)
     if layout.trees.is_dir():
         durable.fsync_dir(layout.trees)
