@@ -46,8 +46,9 @@ SUITES = ("bookworm", "trixie")  # Debian 12, 13
 
 def packages(suite: str) -> tuple[str, ...]:
     """What the guest of suite is debootstrapped with: Debian 13 has the cryptsetup
-    generator and systemd-cryptsetup@.service in a package of their own."""
-    return PACKAGES + (("systemd-cryptsetup",) if suite != "bookworm" else ())
+    generator and systemd-cryptsetup@.service in a package of their own; its guest also
+    has Debian 13's borgmatic (1.9; test_debian13)."""
+    return PACKAGES + (("systemd-cryptsetup", "borgmatic") if suite != "bookworm" else ())
 
 
 BOOT_TIMEOUT = 240.0
