@@ -100,8 +100,11 @@ def test_borgmatic_1_9_and_a_borg_1_2_repository_on_debian_13(
     assert not start_job(g, unitnames.job_unit("old-check"))
     result, detail = _last_run(g, "old-check") or ("", "")
     assert result == "failed", (result, detail)
-    assert f"borg upgrade --archives-tam {OLD}" in detail, detail
+    assert "cannot authenticate (renamed)" in detail, detail
     assert "Never run borg check --repair" in detail, detail
+    told = g.run(["journalctl", "-o", "cat", "-u", unitnames.job_unit("old-check")]).stdout
+    assert f"what to do: check that the archives are yours (borg list {OLD}), then run: " \
+        f"borg upgrade --archives-tam {OLD}" in told, told
     g.run(["sh", "-c", f"BORG_PASSPHRASE='{OLD_PASSPHRASE}' borg upgrade --archives-tam {OLD}"],
           timeout=600)
     assert start_job(g, unitnames.job_unit("old-check")), _last_run(g, "old-check")
