@@ -43,11 +43,17 @@ class Bench:
     def offsite_copy(self, image: Path, nth: int) -> float:
         """Seconds from the plug to the job's 'safe to remove' (its nth)."""
         cold()
+        since = int(time.time() * 1e6)
         started = time.monotonic()
         device = self.box.plug(image)
         self.box.wait_until("the copy to say the drive is safe to remove", lambda: sum(
             SAID in e["MESSAGE"] for e in self.box.entries("JOB=copy")) >= nth, 3600)
         took = time.monotonic() - started
+        print(f"plug {nth}: where the time went (ms after the plug)")
+        for e in self.box.entries("_PID=1", "+", "JOB=copy"):
+            at = int(e["__REALTIME_TIMESTAMP"]) - since
+            if at >= 0 and (e.get("JOB") or e.get("UNIT", "").startswith("offsite")):
+                print(f"  {at / 1000:8.0f}  {e['MESSAGE'][:100]}")
         self.box.wait_for_state("offsite-copy@d1.service", ["inactive", "failed"], 120)
         self.box.unplug(device)
         return took
