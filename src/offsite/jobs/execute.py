@@ -239,8 +239,10 @@ def _mirror(ctx: Context) -> Done:
     copied, read_back = _copy_to(ctx, devices.filesystem_device(drive), drive.mount,
                                  f"drive {drive.name}", check=check)
     now = time.time()
+    # "read back" means bytes were: a copy that wrote nothing new leaves the last one
     state.update(record, last_copy=now, last_copy_bytes=copied, last_job=job.name,
-                 last_read_back=now, last_read_back_bytes=read_back,
+                 **({"last_read_back": now, "last_read_back_bytes": read_back}
+                    if read_back else {}),
                  **({"last_checked": now} if check else {}))
     log.info("drive %s holds a complete copy; it is unmounted%s", drive.name,
              " and is locked when this job ends" if drive.type is DriveType.LUKS

@@ -336,28 +336,24 @@ class Result:
 def apply(steps: list[Step], src: Path, layout: Layout, new: Path,
           progress: Callable[[Progress], None] | None = None) -> Result:
     started = time.monotonic()
-    current = layout.current()
     new.mkdir(parents=True, exist_ok=True)
     partial = new / PARTIAL
     partial.unlink(missing_ok=True)
     _unmark(new)  # a reused tree is not complete until MARK
+    work = _Applying(steps, src, layout, new, layout.current())
     total = sum(s.size for s in steps)
-    done_bytes = 0
-    touched: set[Path] = set()
-    written: dict[str, int] = {}  # what this run copied: path -> CRC-32
     if progress is not None:  # started: nothing copied yet
         progress(Progress(0, total, 0, len(steps)))
     for i, step in enumerate(steps):
         try:
-            done_bytes = _apply_step(step, src, layout, new, current, steps, written, touched,
-                                     done_bytes)
+            work.do(step)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
-            raise _drive_error(exc, step, done_bytes, total) from exc
+            raise _drive_error(exc, step, work.done_bytes, total) from exc
         if progress is not None:
-            progress(Progress(done_bytes, total, i + 1, len(steps)))
-    return Result(len(steps), done_bytes, time.monotonic() - started)
+            progress(Progress(work.done_bytes, total, i + 1, len(steps)))
+    return Result(len(steps), work.done_bytes, time.monotonic() - started)
 
 
 def _drive_error(exc: OSError, step: Step, done: int, total: int) -> Fatal:
@@ -376,39 +372,54 @@ def _drive_error(exc: OSError, step: Step, done: int, total: int) -> Fatal:
                  "the drive still holds the previous complete copy")
 
 
-def _apply_step(step: Step, src: Path, layout: Layout, new: Path, current: Path | None,
-                steps: list[Step], written: dict[str, int], touched: set[Path],
-                done_bytes: int) -> int:
-    """One step of apply; the bytes copied so far after it."""
-    partial = new / PARTIAL
-    if step.op is Op.DROP:
-        (new / step.path).unlink(missing_ok=True)
-    elif step.op is Op.LINK:
-        if current is None:
-            raise Fatal(f"cannot link {step.path}: there is no current copy")
-        _link_file(current / step.path, new / step.path)
-        touched.add((new / step.path).parent)
-    elif step.op is Op.COPY:
-        size, written[step.path] = _copy_file(src / step.path, new / step.path, partial)
-        done_bytes += size
-        touched.add((new / step.path).parent)
-    elif step.op is Op.MARK:
-        for directory in sorted(touched | {new}):
+@dataclass
+class _Applying:
+    """One run of apply: what it was given, and what it has done so far."""
+
+    steps: list[Step]
+    src: Path
+    layout: Layout
+    new: Path
+    current: Path | None  # the tree DEST named when the run began
+    done_bytes: int = 0
+    written: dict[str, int] = field(default_factory=dict)  # copied by this run: path -> CRC-32
+    touched: set[Path] = field(default_factory=set)  # directories with new entries
+
+    def do(self, step: Step) -> None:
+        new = self.new
+        if step.op is Op.DROP:
+            (new / step.path).unlink(missing_ok=True)
+        elif step.op is Op.LINK:
+            if self.current is None:
+                raise Fatal(f"cannot link {step.path}: there is no current copy")
+            _link_file(self.current / step.path, new / step.path)
+            self.touched.add((new / step.path).parent)
+        elif step.op is Op.COPY:
+            size, self.written[step.path] = _copy_file(self.src / step.path, new / step.path,
+                                                       new / PARTIAL)
+            self.done_bytes += size
+            self.touched.add((new / step.path).parent)
+        elif step.op is Op.MARK:
+            self._mark()
+        elif step.op is Op.SWAP:
+            _swap(self.layout, new)
+        elif step.op is Op.CLEAN:
+            _clean(self.layout)
+
+    def _mark(self) -> None:
+        new, written = self.new, self.written
+        for directory in sorted(self.touched | {new}):
             durable.fsync_dir(directory)
-        # before the copy can count: what this run wrote, and what an interrupted run
-        # had written into this tree (against the source; linked files are the
-        # previous copy's, read back when they were written)
-        linked = {s.path for s in steps if s.op is Op.LINK}
+        # before the copy can count: what this run wrote, and what an interrupted run had
+        # written into this tree (against the source; linked files are the previous
+        # copy's, read back when they were written)
+        linked = {s.path for s in self.steps if s.op is Op.LINK}
         listing = scan(new).files
         for path in listing.keys() - written.keys() - linked:
-            written[path] = checksum(src / path)
+            written[path] = checksum(self.src / path)
         read_back(new, written)
-        _write_marker(new, done_bytes, sum(listing[p].size for p in written if p in listing))
-    elif step.op is Op.SWAP:
-        _swap(layout, new)
-    elif step.op is Op.CLEAN:
-        _clean(layout)
-    return done_bytes
+        _write_marker(new, self.done_bytes,
+                      sum(listing[p].size for p in written if p in listing))
 
 
 def marker(listing: Listing, bytes_copied: int, bytes_read_back: int = 0) -> str:
