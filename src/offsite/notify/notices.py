@@ -254,9 +254,15 @@ def test_mail(cfg: Config, through_unit: bool) -> str | None:
         flush(cfg)
     else:
         systemd.start([unitnames.OUTBOX_SERVICE])
-        deadline = time.monotonic() + TEST_MAIL_WAIT
-        while _untried(path) and time.monotonic() < deadline:
+        began = time.monotonic()
+        said = began
+        while _untried(path) and time.monotonic() < began + TEST_MAIL_WAIT:
             time.sleep(0.2)
+            if time.monotonic() - said >= TEST_MAIL_SAY_EVERY:  # not silent for two minutes
+                said = time.monotonic()
+                log.info("waiting for %s to try the test mail (%.0f s of at most %.0f s; "
+                         "its log: journalctl -u %s)", unitnames.OUTBOX_SERVICE, said - began,
+                         TEST_MAIL_WAIT, unitnames.OUTBOX_SERVICE)
         if _untried(path):
             return f"{unitnames.OUTBOX_SERVICE} did not try it within {TEST_MAIL_WAIT:.0f} s"
     if not path.exists():
@@ -265,6 +271,7 @@ def test_mail(cfg: Config, through_unit: bool) -> str | None:
 
 
 TEST_MAIL_WAIT = 120.0
+TEST_MAIL_SAY_EVERY = 10.0
 
 
 def _untried(path: Path) -> bool:
