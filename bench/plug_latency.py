@@ -28,6 +28,8 @@ CONFIG = "/etc/offsite/offsite.yaml"
 BARE_UUID = "55555555-6666-7777-8888-999999999999"
 DRIVE_UUID = "66666666-7777-8888-9999-aaaaaaaaaaaa"
 INTERNAL_UUID = "77777777-8888-9999-aaaa-bbbbbbbbbbbb"
+REPO = "/backup/borg/main"
+PASSPHRASE = "bench passphrase"
 
 
 def first_after(entries: list[dict[str, str]], since_us: int, text: str) -> int | None:
@@ -55,6 +57,32 @@ def measure(box: sandbox.Sandbox, image: Path, unit: str, log_match: list[str],
     return to_start, to_log
 
 
+def copy_job(box: sandbox.Sandbox, drive_uuid: str, internal_mb: int) -> int:
+    """offsite in the sandbox with one job, `copy`: a mirror of an encrypted repository
+    (REPO, on an internal drive mounted only in the backup namespace) to plain drive d1;
+    the backup namespace's pid (for `nsenter --target`)."""
+    box.plug(box.make_drive("internal", INTERNAL_UUID, size_mb=internal_mb))
+    box.write(SECRET, PASSPHRASE + "\n", mode=0o400)
+    box.write(CONFIG, textwrap.dedent(f"""\
+        drives:
+          d1: {{uuid: {drive_uuid}, type: plain, mount: /mnt/offsite}}
+        repositories:
+          main: {{path: {REPO}, passphrase_file: {SECRET}}}
+        jobs:
+          copy: {{kind: mirror, repositories: [main], drive: d1}}
+        namespace:
+          mounts:
+            - {{what: "UUID={INTERNAL_UUID}", where: /backup, type: ext4}}
+        """))
+    box.run([str(OFFSITE), "--config", CONFIG, "install"])
+    box.systemctl("start", "offsite-namespace.service")
+    pid = int(json.loads(box.run([str(OFFSITE), "--config", CONFIG, "namespace"]).stdout)["pid"])
+    box.run(["nsenter", f"--target={pid}", "--mount", "--", "borg", "init",
+             "--make-parent-dirs", "--encryption=repokey-blake2", REPO],
+            env={"BORG_PASSPHRASE": PASSPHRASE})
+    return pid
+
+
 def main() -> int:
     plugs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     with sandbox.booted() as box:
@@ -75,25 +103,7 @@ def main() -> int:
                                          "bare-unit-ran", "bare-unit-ran", plugs)
 
         # borg wants room for a whole segment (500 MiB) on the source before it commits
-        box.plug(box.make_drive("internal", INTERNAL_UUID, size_mb=1024))
-        box.write(SECRET, "bench passphrase\n", mode=0o400)
-        box.write(CONFIG, textwrap.dedent(f"""\
-            drives:
-              d1: {{uuid: {DRIVE_UUID}, type: plain, mount: /mnt/offsite}}
-            repositories:
-              main: {{path: /backup/borg/main, passphrase_file: {SECRET}}}
-            jobs:
-              copy: {{kind: mirror, repositories: [main], drive: d1}}
-            namespace:
-              mounts:
-                - {{what: "UUID={INTERNAL_UUID}", where: /backup, type: ext4}}
-            """))
-        box.run([str(OFFSITE), "--config", CONFIG, "install"])
-        box.systemctl("start", "offsite-namespace.service")
-        pid = json.loads(box.run([str(OFFSITE), "--config", CONFIG, "namespace"]).stdout)["pid"]
-        box.run(["nsenter", f"--target={pid}", "--mount", "--", "borg", "init",
-                 "--make-parent-dirs", "--encryption=repokey-blake2", "/backup/borg/main"],
-                env={"BORG_PASSPHRASE": "bench passphrase"})
+        copy_job(box, DRIVE_UUID, internal_mb=1024)
         unit = unitnames.job_unit("copy", "d1")
         job_start, job_log = measure(box, box.make_drive("d1", DRIVE_UUID), unit, ["JOB=copy"],
                                      "started", "succeeded", plugs)

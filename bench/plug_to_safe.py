@@ -1,7 +1,9 @@
 """Plug to safe-to-remove: a full copy, then a copy after about 1% new data (issue #19).
 
 In a sandbox systemd, a plain drive is plugged (`losetup`) and offsite's copy job runs by
-itself: mount, copy with read-back, sync, unmount. Measured from just before `losetup` to
+itself: mount, copy with read-back, recovery notes, sync, unmount; on the first plug of
+a drive also `borg check` of its copy (a new drive is always checked; then every
+`check_every`), which the full-copy figure includes. Measured from just before `losetup` to
 the job's own "safe to remove" line. The floor, in the same run on a drive of the same
 kind: `losetup`, mount, `cp -a` of the repository (for the second plug `cp -a -u`, which
 copies only the files that changed), `sync`, unmount: no read-back, no marker, no swap.
@@ -11,23 +13,17 @@ Run as root: .venv/bin/python bench/plug_to_safe.py [SIZE_MB]   (default 512)
 
 from __future__ import annotations
 
-import json
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 from mirror_copy import cold
 from offsite_lab import sandbox
+from plug_latency import PASSPHRASE, REPO, copy_job
 from table import Figure, report
 
-OFFSITE = Path(sys.prefix) / "bin" / "offsite"
-SECRET = "/etc/offsite/secrets/main.pass"
-CONFIG = "/etc/offsite/offsite.yaml"
 DRIVE_UUID = "66666666-7777-8888-9999-bbbbbbbbbbbb"
 FLOOR_UUID = "66666666-7777-8888-9999-cccccccccccc"
-INTERNAL_UUID = "77777777-8888-9999-aaaa-cccccccccccc"
-REPO = "/backup/borg/main"
 SAID = "safe to remove"
 
 
@@ -38,7 +34,7 @@ class Bench:
     def in_namespace(self, script: str, timeout: float = 3600) -> None:
         """A shell script in offsite's backup namespace (where the repository is mounted)."""
         self.box.run(["nsenter", f"--target={self.pid}", "--mount", "--", "sh", "-ec", script],
-                     env={"BORG_PASSPHRASE": "bench passphrase"}, timeout=timeout)
+                     env={"BORG_PASSPHRASE": PASSPHRASE}, timeout=timeout)
 
     def offsite_copy(self, image: Path, nth: int) -> float:
         """Seconds from the plug to the job's 'safe to remove' (its nth)."""
@@ -74,27 +70,8 @@ def main() -> int:
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 512
     drive_mb = 3 * size + 256  # the old and the new tree, and room
     with sandbox.booted() as box:
-        box.plug(box.make_drive("internal", INTERNAL_UUID, size_mb=2 * size + 1024))
-        box.write(SECRET, "bench passphrase\n", mode=0o400)
-        box.write(CONFIG, textwrap.dedent(f"""\
-            drives:
-              d1: {{uuid: {DRIVE_UUID}, type: plain, mount: /mnt/offsite, check_every: 3650d}}
-            repositories:
-              main: {{path: {REPO}, passphrase_file: {SECRET}}}
-            jobs:
-              copy: {{kind: mirror, repositories: [main], drive: d1}}
-            notify:
-              led: {{enabled: false}}
-            namespace:
-              mounts:
-                - {{what: "UUID={INTERNAL_UUID}", where: /backup, type: ext4}}
-            """))
-        box.run([str(OFFSITE), "--config", CONFIG, "install"])
-        box.systemctl("start", "offsite-namespace.service")
-        pid = json.loads(box.run([str(OFFSITE), "--config", CONFIG, "namespace"]).stdout)["pid"]
-        bench = Bench(box, pid)
+        bench = Bench(box, copy_job(box, DRIVE_UUID, internal_mb=2 * size + 1024))
         bench.in_namespace(
-            f"borg init --make-parent-dirs --encryption=repokey-blake2 {REPO} && "
             f"mkdir -p /backup/data && head -c {size}M /dev/urandom > /backup/data/one && "
             f"borg create --compression=none {REPO}::one /backup/data")
         drive = box.make_drive("d1", DRIVE_UUID, size_mb=drive_mb)
