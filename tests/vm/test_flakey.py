@@ -6,13 +6,23 @@ not there), the LED never says "unplug now" for it, and the previous copy stays 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from .guest import Guest
-from .test_luks import CONFIG, REPO, WEAK, _last_run, blank, encrypted_repository
+from .test_luks import (
+    CONFIG,
+    COPY_PROCESS,
+    REPO,
+    _last_run,
+    blank,
+    encrypted_repository,
+    enroll,
+    format_luks,
+    one_drive_config,
+    remove_when_locked,
+)
 
 FLAKEY = "offsite-test-flakey"
 OFFSET = 8192  # sectors: the container starts here, so the raw disk shows no signature
@@ -34,16 +44,12 @@ def _plug(g: Guest, disk: str) -> None:
 
 
 def _unplug(g: Guest, uuid: str) -> None:
-    mapper = f"/dev/mapper/offsite-{uuid}"
-    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
-                                                       check=False).returncode != 0, 120)
-    g.run(["dmsetup", "remove", "--retry", FLAKEY])
-    g.run(["udevadm", "settle"])
+    remove_when_locked(g, uuid, FLAKEY)
 
 
 WRITING = (  # the copy (not borg with-lock) with a file open for writing: frozen there
     "for i in $(seq 1200); do "
-    "for pid in $(pgrep -f 'python[0-9.]* [^ ]*/offsite mirror-copy'); do "
+    f"for pid in $(pgrep -f '{COPY_PROCESS}'); do "
     "if ls -l /proc/$pid/fd 2>/dev/null | grep -q offsite-partial; then "
     "kill -STOP $pid; echo $pid; exit 0; fi; done; sleep 0.05; done; exit 1")
 
@@ -58,26 +64,13 @@ def test_a_drive_failing_mid_copy(guest: Guest, tmp_path: Path, fault: str, said
     g.plug(blank(tmp_path / "d5.img", 200), "d5")
     disk = g.run(["readlink", "-f", "/dev/disk/by-id/virtio-d5"]).stdout.strip()
     g.run(["dmsetup", "create", FLAKEY, "--table", _table(g, disk)])
-    g.write("/root/d5.pass", "a passphrase", mode=0o400)
-    g.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *WEAK, "--key-file",
-           "/root/d5.pass", f"/dev/mapper/{FLAKEY}"])
-    g.run(["cryptsetup", "open", "--key-file", "/root/d5.pass", f"/dev/mapper/{FLAKEY}", "d5"])
-    g.run(["mkfs.ext4", "-q", "/dev/mapper/d5"])
-    g.run(["cryptsetup", "close", "d5"])
-    out = g.run(["offsite", "drive", "enroll", f"/dev/mapper/{FLAKEY}", "--name", "d5",
-                 "--passphrase-file", "/root/d5.pass"]).stdout
-    uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+    format_luks(g, f"/dev/mapper/{FLAKEY}", "d5", "a passphrase")
+    uuid = enroll(g, f"/dev/mapper/{FLAKEY}", "d5")
     g.run(["dmsetup", "remove", "--retry", FLAKEY])
     repository = encrypted_repository(g)
     g.run(["sh", "-c", f". /root/.borg-env && head -c 20000000 /dev/urandom > /srv/one && "
            f"borg create --compression=none {REPO}::one /srv/one"], timeout=600)
-    g.write(CONFIG, json.dumps({
-        "drives": {"d5": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d5.key",
-                          "mount": "/mnt/offsite", "check_every": "0"}},
-        "repositories": {"main": repository},
-        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d5"}},
-        "notify": {"led": {"enabled": False}},
-    }))
+    g.write(CONFIG, one_drive_config("d5", uuid, repository, check_every="0"))
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
 
     _plug(g, disk)  # a first, healthy copy

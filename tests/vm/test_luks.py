@@ -40,13 +40,49 @@ def luks_drive(g: Guest, image: Path, node: str, passphrase: str) -> str:
     """A LUKS2 drive with an ext4 inside, opened by passphrase only (as bought and set up)."""
     device = g.plug(image, node)
     g.wait_until(f"{device}", lambda: g.run(["test", "-b", device], check=False).returncode == 0)
+    format_luks(g, device, node, passphrase)
+    return device
+
+
+def format_luks(g: Guest, device: str, node: str, passphrase: str) -> None:
+    """LUKS2 with an ext4 inside on device; its passphrase in /root/NODE.pass."""
     g.write(f"/root/{node}.pass", passphrase, mode=0o400)
     g.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *WEAK, "--key-file",
            f"/root/{node}.pass", device])
     g.run(["cryptsetup", "open", "--key-file", f"/root/{node}.pass", device, f"setup-{node}"])
     g.run(["mkfs.ext4", "-q", f"/dev/mapper/setup-{node}"])
     g.run(["cryptsetup", "close", f"setup-{node}"])
-    return device
+
+
+def enroll(g: Guest, device: str, node: str) -> str:
+    """offsite drive enroll, by the passphrase format_luks left; the drive's LUKS UUID."""
+    out = g.run(["offsite", "drive", "enroll", device, "--name", node,
+                 "--passphrase-file", f"/root/{node}.pass"]).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+
+
+def one_drive_config(node: str, uuid: str, repository: dict[str, str], **drive: str) -> str:
+    """A configuration with one LUKS drive (its enrolled keyfile) and a mirror job `copy`."""
+    return json.dumps({
+        "drives": {node: {"uuid": uuid, "type": "luks", "keyfile": f"/etc/offsite/keys/{node}.key",
+                          "mount": "/mnt/offsite", **drive}},
+        "repositories": {"main": repository},
+        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": node}},
+        "notify": {"led": {"enabled": False}},
+    })
+
+
+def remove_when_locked(g: Guest, uuid: str, mapped: str) -> None:
+    """Unplug a drive that is a device-mapper device: once offsite has locked it again."""
+    mapper = f"/dev/mapper/offsite-{uuid}"
+    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
+                                                       check=False).returncode != 0, 120)
+    g.run(["dmsetup", "remove", "--retry", mapped])
+    g.run(["udevadm", "settle"])
+
+
+# offsite's copy itself, for pgrep -f (not `borg with-lock`, whose argv names it too)
+COPY_PROCESS = "python[0-9.]* [^ ]*/offsite mirror-copy"
 
 
 def runs(g: Guest) -> list[tuple[str, str]]:
@@ -213,7 +249,7 @@ def _last_run(g: Guest, job: str) -> tuple[str, str] | None:
 # the copy itself (not `borg with-lock`, whose argv names it too) once the source is locked
 FREEZE_THE_COPY = (
     "for i in $(seq 1200); do "
-    "pid=$(pgrep -f 'python[0-9.]* [^ ]*/offsite mirror-copy' | head -n1); "
+    f"pid=$(pgrep -f '{COPY_PROCESS}' | head -n1); "
     f"if [ -n \"$pid\" ] && ls {REPO}/lock.* >/dev/null 2>&1; then kill -STOP $pid; echo $pid; "
     "exit 0; fi; sleep 0.1; done; exit 1")
 

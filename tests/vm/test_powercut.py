@@ -14,13 +14,24 @@ import json
 from pathlib import Path
 
 from .guest import Guest
-from .test_luks import CONFIG, REPO, WEAK, blank, encrypted_repository, runs
+from .test_luks import (
+    CONFIG,
+    COPY_PROCESS,
+    REPO,
+    blank,
+    encrypted_repository,
+    enroll,
+    format_luks,
+    one_drive_config,
+    remove_when_locked,
+    runs,
+)
 
 LOG = "offsite-test-log"
 DRIVE = "offsite-test-drive"
 OFFSET = 8192  # sectors: the drive starts here, so the logged device shows no signature
 REPLAYER = "/root/logwrites.py"
-PASS = "/root/d6.pass"
+PASS = "/root/d6.pass"  # written by format_luks
 
 # Marks around the swap of each copy, set by a watcher in the guest: the copy (not borg
 # with-lock) is stopped when its new tree's completion marker exists, a mark is set, it
@@ -28,7 +39,7 @@ PASS = "/root/d6.pass"
 WATCH = """
 n=$1
 for i in $(seq 6000); do
-  pid=$(pgrep -f 'python[0-9.]* [^ ]*/offsite mirror-copy' | head -1)
+  pid=$(pgrep -f 'COPY_PROCESS' | head -1)
   if [ -n "$pid" ]; then
     for m in /proc/$pid/root/mnt/offsite/main.offsite/*/offsite-mirror.json; do
       if [ -e "$m" ] && [ "$(readlink -f /proc/$pid/root/mnt/offsite/main)" != "$(dirname "$m")" ]
@@ -45,7 +56,7 @@ for i in $(seq 6000); do
     kill -STOP $pid; dmsetup message LOG_DEVICE 0 mark swapped-$n; kill -CONT $pid; exit 0; fi
   sleep 0.02
 done
-""".replace("LOG_DEVICE", LOG)
+""".replace("LOG_DEVICE", LOG).replace("COPY_PROCESS", COPY_PROCESS)
 
 
 def _device(g: Guest, node: str) -> str:
@@ -60,11 +71,7 @@ def _plug(g: Guest) -> None:
 
 
 def _unplug(g: Guest, uuid: str) -> None:
-    mapper = f"/dev/mapper/offsite-{uuid}"
-    g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
-                                                       check=False).returncode != 0, 120)
-    g.run(["dmsetup", "remove", "--retry", DRIVE])
-    g.run(["udevadm", "settle"])
+    remove_when_locked(g, uuid, DRIVE)
 
 
 def _mark(g: Guest, name: str) -> None:
@@ -97,28 +104,15 @@ def test_a_copy_survives_a_power_cut_at_every_flush(guest: Guest, tmp_path: Path
 
     # bought and set up: LUKS2 with an ext4 inside, then enrolled
     _plug(g)
-    g.write(PASS, "a passphrase", mode=0o400)
-    g.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *WEAK, "--key-file",
-           PASS, f"/dev/mapper/{DRIVE}"])
-    g.run(["cryptsetup", "open", "--key-file", PASS, f"/dev/mapper/{DRIVE}", "setup-d6"])
-    g.run(["mkfs.ext4", "-q", "/dev/mapper/setup-d6"])
-    g.run(["cryptsetup", "close", "setup-d6"])
-    out = g.run(["offsite", "drive", "enroll", f"/dev/mapper/{DRIVE}", "--name", "d6",
-                 "--passphrase-file", PASS]).stdout
-    uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
+    format_luks(g, f"/dev/mapper/{DRIVE}", "d6", "a passphrase")
+    uuid = enroll(g, f"/dev/mapper/{DRIVE}", "d6")
     g.run(["dmsetup", "remove", "--retry", DRIVE])
 
     repository = encrypted_repository(g)
     borg = ". /root/.borg-env && "
     g.run(["sh", "-c", f"{borg} head -c 1500000 /dev/urandom > /srv/one && "
            f"borg create {REPO}::one /srv/one"], timeout=600)
-    g.write(CONFIG, json.dumps({
-        "drives": {"d6": {"uuid": uuid, "type": "luks", "keyfile": "/etc/offsite/keys/d6.key",
-                          "mount": "/mnt/offsite"}},
-        "repositories": {"main": repository},
-        "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "d6"}},
-        "notify": {"led": {"enabled": False}},
-    }))
+    g.write(CONFIG, one_drive_config("d6", uuid, repository))
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
 
     _copy(g, uuid, 1)
