@@ -3,7 +3,7 @@ QEMU or debootstrap is missing; under OFFSITE_REQUIRE_ALL=1 that skip is a failu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,30 @@ from .guest import Guest, booted, tools_missing
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tiers.mark(items, "vm", pytest.mark.vm, tools_missing())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed vm test's report carries what the guest's systemd saw (its failed units,
+    offsite's units and the journal's last lines): a guest that is gone afterwards cannot be
+    asked again, and a failure seen once in CI must be readable from the report alone."""
+    report = yield
+    g = getattr(item, "funcargs", {}).get("guest")
+    if report.when == "call" and report.failed and isinstance(g, Guest):
+        for title, argv in (
+                ("guest: failed units", ["systemctl", "list-units", "--failed", "--no-pager"]),
+                ("guest: offsite's units", ["systemctl", "list-units", "--all", "--no-pager",
+                                            "offsite*", "systemd-cryptsetup*", "*.mount"]),
+                ("guest: journal", ["journalctl", "-b", "--no-pager", "-n", "400",
+                                    "-o", "short-monotonic"])):
+            try:
+                out = g.run(argv, check=False, timeout=60)
+                text = out.stdout + out.stderr
+            except Exception as exc:  # the guest may be the thing that failed
+                text = f"(could not ask the guest: {exc})"
+            report.sections.append((title, text))
+    return report
 
 
 @pytest.fixture
