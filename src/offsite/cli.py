@@ -477,9 +477,31 @@ def cmd_led(args: argparse.Namespace) -> int:
 def cmd_drive(args: argparse.Namespace) -> int:
     from offsite.targets import enroll
 
+    if args.action == "eject":
+        return _eject(args)
     lines = enroll.enroll(args.device, args.name, args.keyfile, args.passphrase_file, args.mount)
     print("Enrolled. Add this to the configuration, then `offsite plan` and `offsite install`:")
     print(lines, end="")
+    return 0
+
+
+def _eject(args: argparse.Namespace) -> int:
+    from offsite.targets import devices, eject
+
+    cfg = configmod.load(args.config)
+    drive = _named(cfg, cfg.drives, args.name, "drive")
+    if not drive.eject:
+        logger.info("drive %s stays attached (eject: false)", drive.name)
+        return 0
+    # mounts in this (the host's) mount namespace and in the backup namespace, where jobs
+    # mount their drives
+    tables = [Path("/proc/self/mountinfo")]
+    held = namespace.holder(cfg)
+    if held is not None:
+        tables.append(Path(f"/proc/{held[0]}/mountinfo"))
+    mountinfo = "".join(t.read_text() for t in tables if t.exists())
+    logger.info("%s", eject.eject(devices.drive_device(drive), f"drive {drive.name}", mountinfo),
+                extra=logmod.fields(drive=drive.name))
     return 0
 
 
@@ -722,19 +744,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hook)
 
     p = sub.add_parser(
-        "drive", parents=[common], help="enroll a LUKS drive: a keyfile slot and a header backup",
+        "drive", parents=[common], help="enroll a LUKS drive; eject a drive",
         description="enroll DEVICE: add a keyslot opened by a random root-only keyfile "
         "(created if missing; default /etc/offsite/keys/NAME.key), back up the LUKS header to "
         "/var/lib/offsite/luks-headers/UUID.img (root only), and print the configuration "
-        "lines for the drive. Asks for an existing passphrase unless --passphrase-file.",
+        "lines for the drive. Asks for an existing passphrase unless --passphrase-file. "
+        "eject NAME: flush, stop and take out the drive so it is safe to unplug (what "
+        "offsite does when a drive's job ends; refused while it is mounted or unlocked).",
     )
-    p.add_argument("action", choices=["enroll"])
-    p.add_argument("device", type=Path, help="the drive's LUKS device, e.g. /dev/sdb")
-    p.add_argument("--name", required=True, help="the drive's name in the configuration")
-    p.add_argument("--keyfile", type=Path, help="the keyfile (default /etc/offsite/keys/NAME.key)")
-    p.add_argument("--passphrase-file", type=Path, help="a file with a key that opens it now")
-    p.add_argument("--mount", type=Path, default=Path("/mnt/offsite"),
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = actions.add_parser("enroll", parents=[common], help="enroll a LUKS drive")
+    q.add_argument("device", type=Path, help="the drive's LUKS device, e.g. /dev/sdb")
+    q.add_argument("--name", required=True, help="the drive's name in the configuration")
+    q.add_argument("--keyfile", type=Path, help="the keyfile (default /etc/offsite/keys/NAME.key)")
+    q.add_argument("--passphrase-file", type=Path, help="a file with a key that opens it now")
+    q.add_argument("--mount", type=Path, default=Path("/mnt/offsite"),
                    help="where the drive is mounted in the backup namespace")
+    q = actions.add_parser("eject", parents=[common],
+                           help="stop a drive offsite is done with: safe to unplug")
+    q.add_argument("name", help="the drive's name in the configuration")
     p.set_defaults(func=cmd_drive)
 
     p = sub.add_parser(

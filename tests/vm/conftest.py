@@ -44,6 +44,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 @pytest.fixture
 def guest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Guest]:
     """A booted Debian 12 guest; Debian 13 for a test parametrized with
-    `@pytest.mark.parametrize("guest", ["trixie"], indirect=True)`."""
-    with booted(tmp_path, getattr(request, "param", "bookworm")) as g:
+    `@pytest.mark.parametrize("guest", ["trixie"], indirect=True)`; "SUITE+usb": on Debian's
+    standard kernel with a USB controller (plug(..., bus="usb-storage"))."""
+    suite, _, extra = getattr(request, "param", "bookworm").partition("+")
+    with booted(tmp_path, suite, usb=extra == "usb") as g:
         yield g

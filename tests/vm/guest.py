@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -38,6 +39,9 @@ CACHE = Path("/var/cache/offsite-vm")
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "cryptsetup", "kmod", "rsync",
             "borgbackup", "python3", "python3-venv", "linux-image-cloud-amd64",
+            # Debian's standard kernel too: USB (xHCI, usb-storage, uas, dummy_hcd,
+            # FunctionFS), which the cloud kernel lacks; booted by the USB tests only
+            "linux-image-amd64",
             "qemu-guest-agent", "e2fsprogs", "util-linux", "mount",
             # other targets (cloud RAID, network block device over SSH)
             "mdadm", "nbd-client", "nbd-server", "openssh-server", "openssh-client")
@@ -115,6 +119,11 @@ def _base_rootfs(suite: str = "bookworm") -> Path:
     run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
     os.replace(f"{tarball}.tmp", tarball)
     shutil.rmtree(work, ignore_errors=True)
+    for old in CACHE.glob("rootfs-*.tar"):  # an earlier package list's: one kept per suite
+        same_suite = old.name.startswith(f"rootfs-{suite}-") if suite != "bookworm" else \
+            not old.name.startswith(tuple(f"rootfs-{s}-" for s in SUITES))
+        if same_suite and old != tarball:
+            old.unlink()
     return tarball
 
 
@@ -164,8 +173,10 @@ def in_chroot(tree: Path, *argv: str | Path, check: bool = True, timeout: float 
 @dataclass(frozen=True)
 class Image:
     disk: Path
-    kernel: Path
+    kernel: Path  # the cloud kernel
     initrd: Path
+    usb_kernel: Path  # Debian's standard kernel: USB host, dummy_hcd, FunctionFS
+    usb_initrd: Path
 
 
 def image(suite: str = "bookworm") -> Image:
@@ -191,9 +202,10 @@ def image(suite: str = "bookworm") -> Image:
             in_chroot(tree, "apt-get", "clean")
         (tree / "tmp" / deb.name).unlink()
         (tree / "etc/resolv.conf").unlink(missing_ok=True)
-        boot = sorted((tree / "boot").glob("vmlinuz-*"))[-1]
-        shutil.copy(boot, out / "vmlinuz")
-        shutil.copy(tree / "boot" / boot.name.replace("vmlinuz", "initrd.img"), out / "initrd")
+        for flavour, kernel in _kernels(tree / "boot").items():
+            shutil.copy(kernel, out / f"vmlinuz-{flavour}")
+            shutil.copy(kernel.with_name(kernel.name.replace("vmlinuz", "initrd.img")),
+                        out / f"initrd-{flavour}")
         raw = out / "disk.raw"
         with raw.open("wb") as f:
             f.truncate(3 * 1024**3)
@@ -202,7 +214,18 @@ def image(suite: str = "bookworm") -> Image:
         os.replace(f"{done}.tmp", done)
         raw.unlink()
         shutil.rmtree(tree)
-    return Image(done, out / "vmlinuz", out / "initrd")
+    return Image(done, out / "vmlinuz-cloud", out / "initrd-cloud", out / "vmlinuz-standard",
+                 out / "initrd-standard")
+
+
+def _kernels(boot: Path) -> dict[str, Path]:
+    """The cloud kernel (most tests: it boots fastest) and Debian's standard one (USB)."""
+    found = sorted(boot.glob("vmlinuz-*"))
+    cloud = [k for k in found if k.name.endswith("-cloud-amd64")]
+    standard = [k for k in found if not k.name.endswith("-cloud-amd64")]
+    if not cloud or not standard:
+        raise GuestError(f"the image lacks a kernel: found {[k.name for k in found]}")
+    return {"cloud": cloud[-1], "standard": standard[-1]}
 
 
 class GuestError(Exception):
@@ -261,21 +284,33 @@ class Guest:
             if "error" in reply:
                 raise GuestError(f"QMP {name}: {reply['error'].get('desc')}")
 
-    def plug(self, image: Path, node: str) -> str:
-        """Hot-plug image as a virtio disk (a USB drive being plugged in); returns its
-        device path in the guest (by its serial, which is node)."""
+    def plug(self, image: Path, node: str, bus: str = "virtio") -> str:
+        """Hot-plug image as a disk, as a drive being plugged in; returns its device path in
+        the guest (by its serial, which is node). bus: "virtio", or on a guest booted with
+        usb: "usb-storage" (USB mass storage, bulk-only). (QEMU 7.2's usb-uas attaches at
+        full speed to qemu-xhci and this guest kernel never enumerates it: not offered.)"""
         self.command("blockdev-add", **{"node-name": node, "driver": "raw", "file": {
             "driver": "file", "filename": str(image)}})
-        self.command("device_add", driver="virtio-blk-pci", drive=node, id=f"dev-{node}",
-                     serial=node)
+        if bus == "virtio":
+            self.command("device_add", driver="virtio-blk-pci", drive=node, id=f"dev-{node}",
+                         serial=node)
+            path = f"/dev/disk/by-id/virtio-{node}"
+        elif bus == "usb-storage":
+            self.command("device_add", driver="usb-storage", drive=node, id=f"dev-{node}",
+                         serial=node)
+            path = f"/dev/disk/by-id/usb-QEMU_QEMU_HARDDISK_{node}-0:0"
+        else:
+            raise ValueError(f"no such bus: {bus}")
         self.plugged[node] = image
-        return f"/dev/disk/by-id/virtio-{node}"
+        return path
 
     def unplug(self, node: str, timeout: float = 60.0) -> None:
+        """Pull the drive out (its USB device, for a USB drive), and wait until QEMU lets
+        go of its image."""
         self.command("device_del", id=f"dev-{node}")
         deadline = time.monotonic() + timeout
-        while any(d.get("qdev") == f"dev-{node}" or d.get("qdev", "").endswith(f"dev-{node}/virtio-backend")
-                  for d in self.command("query-block")):
+        mine = re.compile(rf"(^|/)dev-{re.escape(node)}($|/)")
+        while any(mine.search(d.get("qdev") or "") for d in self.command("query-block")):
             if time.monotonic() > deadline:
                 raise GuestError(f"the guest did not release {node}")
             time.sleep(0.3)
@@ -366,7 +401,9 @@ def _end_stale() -> None:
 
 
 @contextlib.contextmanager
-def booted(workdir: Path, suite: str = "bookworm") -> Iterator[Guest]:
+def booted(workdir: Path, suite: str = "bookworm", usb: bool = False) -> Iterator[Guest]:
+    """A booted guest; with usb, on Debian's standard kernel with an xHCI controller that
+    plug(..., bus="usb-storage" or "uas") plugs USB disks into."""
     img = image(suite)
     _end_stale()
     overlay = workdir / "overlay.qcow2"
@@ -374,7 +411,9 @@ def booted(workdir: Path, suite: str = "bookworm") -> Iterator[Guest]:
     console = workdir / "console.log"
     argv = ["qemu-system-x86_64", "-name", "offsite-vm", "-accel", "tcg", "-machine", "pc",
             "-m", str(MEMORY_MB), "-smp", "2", "-nographic", "-no-reboot",
-            "-kernel", str(img.kernel), "-initrd", str(img.initrd),
+            "-kernel", str(img.usb_kernel if usb else img.kernel),
+            "-initrd", str(img.usb_initrd if usb else img.initrd),
+            *(["-device", "qemu-xhci,id=xhci"] if usb else []),
             "-append", "root=/dev/vda rw console=ttyS0 quiet",
             "-drive", f"file={overlay},if=virtio,format=qcow2",
             "-qmp", f"unix:{workdir}/qmp.sock,server=on,wait=off",

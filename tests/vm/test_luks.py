@@ -36,9 +36,9 @@ def blank(path: Path, size_mb: int = 96) -> Path:
     return path
 
 
-def luks_drive(g: Guest, image: Path, node: str, passphrase: str) -> str:
+def luks_drive(g: Guest, image: Path, node: str, passphrase: str, bus: str = "virtio") -> str:
     """A LUKS2 drive with an ext4 inside, opened by passphrase only (as bought and set up)."""
-    device = g.plug(image, node)
+    device = g.plug(image, node, bus)
     g.wait_until(f"{device}", lambda: g.run(["test", "-b", device], check=False).returncode == 0)
     format_luks(g, device, node, passphrase)
     return device

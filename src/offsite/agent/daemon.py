@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import time
@@ -29,6 +30,7 @@ from offsite.agent.stick import Stick
 from offsite.config.model import Config
 from offsite.log import fields
 from offsite.notify import history, metrics
+from offsite.targets import eject
 from offsite.units import systemd
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class Agent:
         self.devices: dict[str, str] = {}  # udev sys_path of a plugged drive -> its name
         self.unknown: dict[str, str] = {}  # sys_path -> UUID of a drive offsite does not know
         self.unlocked: set[str] = set()
+        # a drive offsite ejected (its disk taken out, its USB device still attached): its
+        # USB device's sys_path -> the drive, green until that device is pulled out
+        self.ejected: dict[str, str] = {}
         self.verdict = ledstate.Verdict("off", "starting")
         self.by_uuid = {d.uuid: d.name for d in cfg.drives}
         self.bus: systemd.Bus | None = None
@@ -144,14 +149,27 @@ class Agent:
             return
         if before is not None:
             del self.devices[sys_path]
-            if before not in self.devices.values() and before in self.drives:
+            usb = eject.chain(sys_path).usb
+            if before in self.drives and usb and os.path.isdir(usb):
+                # the disk went (ejected, by its unlock unit or its job's last step), the
+                # USB device is still plugged in: the drive is there until that goes
+                self.ejected[usb] = before
+            elif before not in self.devices.values() and before in self.drives:
                 del self.drives[before]
                 self.update(f"drive {before} removed")
         if name is not None:
             self.devices[sys_path] = name
+            self.ejected = {u: d for u, d in self.ejected.items() if d != name}
             if name not in self.drives:
                 self.drives[name] = Phase.PENDING
                 self.update(f"drive {name} plugged in")
+
+    def on_usb_removed(self, sys_path: str) -> None:
+        """A USB device went: an ejected drive's means it was pulled out (green ends)."""
+        name = self.ejected.pop(sys_path, None)
+        if name is not None and name not in self.devices.values() and name in self.drives:
+            del self.drives[name]
+            self.update(f"drive {name} pulled out")
 
     @staticmethod
     def _tell_unknown(uuid: str, fstype: str) -> None:
@@ -164,6 +182,9 @@ class Agent:
             device = monitor.poll(timeout=0)
             if device is None:
                 return
+            if device.subsystem == "usb" and device.action == "remove":
+                self.on_usb_removed(device.sys_path)
+                continue
             if device.subsystem == "usb" and device.action == "add" and self.stick.shown is None:
                 self.update("a USB device appeared")
                 continue
@@ -217,6 +238,9 @@ class Agent:
                 runs = [r for r in history.runs(limit=50) if r.drive == name and r.result]
                 done = not runs or runs[0].result != "failed"
                 self.drives[name] = Phase.DONE if done else Phase.FAILED
+        self.ejected = {u: d for u, d in self.ejected.items() if os.path.isdir(u)}
+        for name in self.ejected.values():
+            self.drives.setdefault(name, Phase.DONE)
         self.update("picture rebuilt from systemd")
 
     def plugged_now(self) -> list[tuple[str, str]]:

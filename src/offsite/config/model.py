@@ -45,6 +45,7 @@ class Drive:
     description: str = _d(D, "description")
     stale_after: float = _d(D, "stale_after")  # seconds; an older last copy is reported
     check_every: float = _d(D, "check_every")  # seconds between borg checks of the drive's copy
+    eject: bool = _d(D, "eject")  # flushed, stopped and taken out once offsite is done with it
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def _read_drive(m: FieldMap, name: str, host: HostChecks) -> Drive | None:
     if uuid is None or dtype is None or mount is None:
         return None
     return Drive(name, uuid.lower(), dtype, mount, keyfile, rotation, v.text("description") or "",
-                 v.span("stale_after") or 0.0, v.span("check_every") or 0.0)
+                 v.span("stale_after") or 0.0, v.span("check_every") or 0.0, v.flag("eject"))
 
 
 def _read_target(m: FieldMap, name: str, host: HostChecks) -> Target | None:

@@ -220,6 +220,11 @@ DRIVES = Section("drives.NAME", "An external drive that carries the off-site cop
             "copies on the drive itself (every byte read, with a borg of its own, never the "
             "source's cache) when the last such check is older than this; 0: after every "
             "copy.", default=30 * 86400.0),
+    Setting("eject", BOOLEAN, "When offsite is done with the drive (its job ended, the "
+            "drive unmounted and locked), tell the disk to stop, as `udisksctl power-off` "
+            "does: its cache flushed, a USB or SCSI disk stopped and taken out of the "
+            "system; the LED turns green only then, and off when the drive is pulled out. "
+            "false: the drive stays attached (one that is left plugged in).", default=True),
 ), variant="type", noun="drives")
 
 SECRET_PATH = Type("absolute path", Read.ABSPATH, pattern=re.compile(r"^/[^\s:]+$"),

@@ -119,6 +119,8 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
         release = ["# A killed job, or a pulled drive, leaves no mount behind in the namespace.",
                    "ExecStopPost=" + exec_line([offsite, "--config", config_path, "release",
                                                 "--", drive.name])]
+        if drive.type is DriveType.PLAIN and drive.eject:
+            release += _eject_lines("ExecStopPost", drive, offsite, config_path)
     hook: list[str | Path] = [offsite, "--config", config_path, "hook"]
     which = [*(["--drive", drive.name] if drive else []), "--", job.name]
     repo_paths = [cfg.repository(r).path for r in job.repositories]
@@ -192,7 +194,15 @@ def _timer(job: Job, schedule: Schedule) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _unlock(drive: Drive) -> str:
+def _eject_lines(key: str, drive: Drive, offsite: Path, config_path: Path) -> list[str]:
+    return ["# Then the disk is flushed, stopped and taken out of the system (as udisksctl",
+            "# power-off does): safe to unplug; '+': sysfs and the SCSI stop are outside the",
+            "# sandbox. Refused while anything still holds the drive.",
+            f"{key}=+" + exec_line([offsite, "--config", config_path, "drive", "eject",
+                                    drive.name])]
+
+
+def _unlock(drive: Drive, offsite: Path, config_path: Path) -> str:
     if drive.keyfile is None:  # validation requires one for LUKS
         raise RenderError(f"LUKS drive {drive.name!r} has no keyfile")
     device_unit = unitnames.drive_device_unit(drive.uuid)
@@ -237,6 +247,7 @@ def _unlock(drive: Drive) -> str:
         "RemainAfterExit=yes",
         f"ExecStart={attach}",
         f"ExecStop={detach}",
+        *(_eject_lines("ExecStop", drive, offsite, config_path) if drive.eject else []),
         "TimeoutSec=2min",
         "SyslogIdentifier=offsite-unlock",
         hardening.format_options(options).rstrip("\n"),
@@ -507,7 +518,7 @@ def render(cfg: Config, offsite: Path, config_path: Path) -> Rendered:
             timers.append(timer)
     for drive in cfg.drives:
         if drive.type is DriveType.LUKS:
-            files[unitnames.unlock_unit(drive.name)] = _unlock(drive)
+            files[unitnames.unlock_unit(drive.name)] = _unlock(drive, offsite, config_path)
     for target in cfg.targets:
         files[unitnames.target_unit(target.name)] = _target(target, offsite, config_path)
         if target.kind is TargetType.NBD:
