@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -73,9 +74,10 @@ def write(path: Path, value: str) -> None:
 
 def create(serial: str) -> None:
     for module in ("dummy_hcd", "libcomposite", "usb_f_fs"):
-        subprocess.run(["modprobe", module], check=True)
+        subprocess.run(["/usr/sbin/modprobe", module], check=True)  # noqa: S603
     if not (CONFIGFS / "usb_gadget").exists():
-        subprocess.run(["mount", "-t", "configfs", "none", str(CONFIGFS)], check=True)
+        subprocess.run(["/usr/bin/mount", "-t", "configfs", "none", str(CONFIGFS)],  # noqa: S603
+                       check=True)
     GADGET.mkdir()
     write(GADGET / "idVendor", "0x20a0")
     write(GADGET / "idProduct", "0x41e5")
@@ -93,12 +95,13 @@ def create(serial: str) -> None:
     function.mkdir()
     (config / "ffs.blinkstick").symlink_to(function)
     FFS.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "functionfs", "blinkstick", str(FFS)], check=True)
+    subprocess.run(["/usr/bin/mount", "-t", "functionfs", "blinkstick", str(FFS)],  # noqa: S603
+                   check=True)
 
 
 def destroy() -> None:
     unplug()
-    subprocess.run(["umount", str(FFS)], check=False)
+    subprocess.run(["/usr/bin/umount", str(FFS)], check=False)  # noqa: S603
     for path in (GADGET / "configs" / "c.1" / "ffs.blinkstick",):
         if path.is_symlink():
             path.unlink()
@@ -150,8 +153,13 @@ class Stick:
 
 
 def serve(ep0: int, stick: Stick) -> None:
+    # poll before each read: a read that waits for an event holds FunctionFS's mutex, and
+    # unbinding the gadget (unplug) waits for that mutex (Linux 6.1): a deadlock
+    waiting = select.poll()
+    waiting.register(ep0, select.POLLIN)
     while True:
         try:
+            waiting.poll()
             chunk = os.read(ep0, EVENT.size * 4)
         except OSError as exc:
             if exc.errno == errno.EINTR:
@@ -174,11 +182,11 @@ def answer(ep0: int, stick: Stick, request_type: int, request: int, value: int,
             os.write(ep0, stick.get_report(value & 0xFF, length))
         elif not into_host and kind == 0x20 and request == 0x09:  # SET_REPORT
             stick.set_report(value & 0xFF, os.read(ep0, length) if length else b"")
-        elif not into_host and kind == 0x20 and request == 0x0A:  # SET_IDLE
+        elif into_host or (kind == 0x20 and request == 0x0A):
+            # a read: on SET_IDLE (no data) the status stage, the request accepted; on any
+            # other IN request a stall (a read answers an IN request with a stall)
             os.read(ep0, 0)
-        elif into_host:  # anything else: stall (a read on an IN request)
-            os.read(ep0, 0)
-        else:
+        else:  # any other OUT request: stalled (a write, on an OUT request)
             os.write(ep0, b"")
     except OSError as exc:
         if exc.errno not in (errno.EL2HLT, errno.EIDRM, errno.ESHUTDOWN):

@@ -9,9 +9,14 @@ pulled out."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from offsite.agent.ledstate import rgb
+from offsite.config.model import Led
 
 from .guest import Guest
 from .test_luks import (
@@ -24,6 +29,9 @@ from .test_luks import (
 )
 
 USB = "bookworm+usb"
+GADGET = Path(__file__).with_name("blinkstick_gadget.py")
+COLORS = "/run/blinkstick/colors.jsonl"
+SERIAL = "BS000042-3.0"
 
 
 def _cursor(g: Guest) -> str:
@@ -50,15 +58,35 @@ def _led(g: Guest) -> dict[str, object]:
     return json.loads(out) if out.strip() else {}
 
 
-def _usb_devices(g: Guest) -> set[str]:
-    return set(g.run(["ls", "/sys/bus/usb/devices"]).stdout.split())
+def _colors(g: Guest) -> list[dict[str, Any]]:
+    out = g.run(["cat", COLORS], check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _agent_said(g: Guest) -> str:
+    return g.run(["journalctl", "-b", "--no-pager", "-o", "cat", "-u",
+                  "offsite-agent.service"]).stdout
+
+
+def _expected(state: str) -> list[int]:
+    led = Led()
+    return [0, 0, 0] if state == "off" else list(rgb(led.color(state), led.brightness))
+
+
+def _uptime(g: Guest) -> float:
+    return float(g.run(["cat", "/proc/uptime"]).stdout.split()[0])
 
 
 @pytest.mark.parametrize("guest", [USB], indirect=True)
-def test_usb_drives_are_copied_ejected_and_green_until_pulled_out(
-        guest: Guest, tmp_path: Path) -> None:
+def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Path) -> None:
+    """A LUKS and a plain USB drive, each: plugged, copied, ejected, green until pulled
+    out. The LUKS drive's run has no stick (backups run; the journal says so once); then a
+    BlinkStick Nano appears on USB (tests/vm/blinkstick_gadget.py, through dummy_hcd and
+    the kernel's usbhid), the packaged udev rule gives it to the offsite group, the agent
+    finds it, and the plain drive's colours reach it: the working colour, then green only
+    after the eject, green again after the stick is pulled out and plugged back, off when
+    the drive is pulled out."""
     g = guest
-    before = _usb_devices(g)
     # a LUKS drive and a plain one, set up as their owner would
     luks_image, plain_image = blank(tmp_path / "l1.img", 96), blank(tmp_path / "p1.img", 96)
     device = g.plug(luks_image, "l1", "usb-storage")
@@ -89,7 +117,22 @@ def test_usb_drives_are_copied_ejected_and_green_until_pulled_out(
     for node, image, job, unit in (
             ("l1", luks_image, "copy", "offsite-unlock-l1.service"),
             ("p1", plain_image, "copyp", "offsite-copyp@p1.service")):
+        if node == "p1":  # the stick comes
+            g.write("/root/blinkstick_gadget.py", GADGET.read_text())
+            g.run(["systemd-run", "--unit=test-blinkstick", "/usr/bin/python3",
+                   "/root/blinkstick_gadget.py", COLORS, SERIAL])
+            g.wait_until("the agent to find the stick", lambda: f"BlinkStick {SERIAL} found"
+                         in _agent_said(g), 60)
+            node_path = g.run(["sh", "-c", "for d in /sys/bus/usb/devices/*; do "
+                               "[ \"$(cat $d/idVendor 2>/dev/null)\" = 20a0 ] && "
+                               "echo /dev/bus/usb/$(printf %03d $(cat $d/busnum))/"
+                               "$(printf %03d $(cat $d/devnum)); done; true"]).stdout.strip()
+            access = g.run(["stat", "-c", "%G %a", node_path]).stdout.split()
+            assert access == ["offsite", "660"], (node_path, access)
+            g.wait_until("the stick to show the state", lambda: _colors(g), 30)
+            assert _colors(g)[-1]["rgb"] == _expected("off")
         cursor = _cursor(g)
+        plugged = _uptime(g)
         g.plug(image, node, "usb-storage")
         g.wait_until(f"{job} to succeed", lambda job=job: (job, "success") in runs(g), 300)
         g.wait_until("the agent's green", lambda: _led(g).get("state") == "done", 60)
@@ -101,20 +144,37 @@ def test_usb_drives_are_copied_ejected_and_green_until_pulled_out(
         green, _ = _first(entries, f"LED: done (safe to remove: drive {node})")
         assert unmounted < ejected < green, (unmounted, ejected, green)
         assert "cache flushed, stopped and taken out of the system" in said, said
-        assert ", USB device " in said, said
+        usb_device = re.search(r", USB device ([0-9.-]+)\)", said)
+        assert usb_device, said
+        eject_unit = _journal(g, "-u", unit, f"--after-cursor={cursor}")
+        assert any("taken out of the system" in str(e.get("MESSAGE")) for e in eject_unit), unit
         # at the green: no mapping, no mount, no disk; the USB device is still there
         assert g.run(["sh", "-c", "ls /dev/mapper | grep offsite-"], check=False).stdout == ""
         assert g.run(["sh", "-c", "ls /sys/block | grep ^sd"], check=False).stdout == ""
-        assert _usb_devices(g) - before, "the USB device went with the disk"
-        eject_unit = _journal(g, "-u", unit, f"--after-cursor={cursor}")
-        assert any("taken out of the system" in str(e.get("MESSAGE")) for e in eject_unit), unit
+        assert g.run(["test", "-e", f"/sys/bus/usb/devices/{usb_device[1]}"],
+                     check=False).returncode == 0, "the USB device went with the disk"
+        if node == "p1":
+            # the stick: nothing green before the eject; the work's colour before it
+            shown = [c for c in _colors(g) if c["mono"] > plugged and c["index"] == 0]
+            greens = [c for c in shown if c["rgb"] == _expected("done")]
+            assert greens and greens[0]["mono"] * 1e6 > ejected, (greens, ejected)
+            assert [c["rgb"] for c in shown][:2] == [_expected("working-drive"),
+                                                      _expected("done")], shown
+            # the stick pulled out and plugged back while the drive waits: green again
+            g.run(["python3", "/root/blinkstick_gadget.py", "unplug"], timeout=60)
+            back = _uptime(g)
+            g.run(["python3", "/root/blinkstick_gadget.py", "plug"], timeout=60)
+            g.wait_until("the green again", lambda back=back: any(
+                c["mono"] > back and c["rgb"] == _expected("done") for c in _colors(g)), 60)
         # pulled out: the green ends
+        pulled = _uptime(g)
         g.unplug(node)
         g.wait_until("the LED to go off", lambda: _led(g).get("state") == "off", 60)
-        assert f"drive {node} pulled out" in g.run(
-            ["journalctl", "-b", "--no-pager", "-o", "cat", "-u", "offsite-agent.service"]).stdout
-
-    # no BlinkStick in this guest: the backups ran, and the journal said so once
-    agent = g.run(["journalctl", "-b", "--no-pager", "-o", "cat", "-u",
-                   "offsite-agent.service"]).stdout
-    assert agent.count("no BlinkStick found") == 1, agent
+        assert f"drive {node} pulled out" in _agent_said(g)
+        if node == "l1":
+            # no BlinkStick yet: the backup ran, and the journal said so once
+            assert _agent_said(g).count("no BlinkStick found") == 1, _agent_said(g)
+        else:
+            g.wait_until("the stick to go dark", lambda pulled=pulled: any(
+                c["mono"] > pulled and c["rgb"] == _expected("off") for c in _colors(g)), 30)
+    g.run(["systemctl", "stop", "test-blinkstick"], timeout=60)

@@ -26,7 +26,7 @@ from typing import Any
 from offsite import state
 from offsite.agent import ledstate
 from offsite.agent.ledstate import Phase, Picture
-from offsite.agent.stick import Stick
+from offsite.agent.stick import PRODUCT_ID, VENDOR_ID, Stick
 from offsite.config.model import Config
 from offsite.log import fields
 from offsite.notify import history, metrics
@@ -164,12 +164,25 @@ class Agent:
                 self.drives[name] = Phase.PENDING
                 self.update(f"drive {name} plugged in")
 
-    def on_usb_removed(self, sys_path: str) -> None:
-        """A USB device went: an ejected drive's means it was pulled out (green ends)."""
-        name = self.ejected.pop(sys_path, None)
-        if name is not None and name not in self.devices.values() and name in self.drives:
-            del self.drives[name]
-            self.update(f"drive {name} pulled out")
+    def on_usb(self, sys_path: str, action: str, device_type: str | None,
+               product: str | None) -> None:
+        """A USB device came or went. An ejected drive's USB device going means it was
+        pulled out (its green ends). A BlinkStick going or coming (its ids, as the device
+        says them: only compared) makes the next colour look for it again; any device
+        coming while no stick answers is a chance the stick is back."""
+        if device_type != "usb_device":
+            return
+        stick = (product or "").startswith(f"{VENDOR_ID:x}/{PRODUCT_ID:x}/")
+        if action == "remove":
+            name = self.ejected.pop(sys_path, None)
+            if name is not None and name not in self.devices.values() and name in self.drives:
+                del self.drives[name]
+                self.update(f"drive {name} pulled out")
+            if stick:
+                self.stick.forget()
+        elif action == "add" and (stick or self.stick.shown is None):
+            self.stick.forget()
+            self.update("a BlinkStick appeared" if stick else "a USB device appeared")
 
     @staticmethod
     def _tell_unknown(uuid: str, fstype: str) -> None:
@@ -182,11 +195,9 @@ class Agent:
             device = monitor.poll(timeout=0)
             if device is None:
                 return
-            if device.subsystem == "usb" and device.action == "remove":
-                self.on_usb_removed(device.sys_path)
-                continue
-            if device.subsystem == "usb" and device.action == "add" and self.stick.shown is None:
-                self.update("a USB device appeared")
+            if device.subsystem == "usb":
+                self.on_usb(device.sys_path, device.action or "", device.device_type,
+                            device.properties.get("PRODUCT"))
                 continue
             if device.subsystem == "block":
                 self.on_block(device.sys_path, device.action or "", device.properties.get("ID_FS_UUID"),

@@ -41,6 +41,13 @@ class Stick:
             log.warning("LED: " + message + "; offsite works on without it", *args)
             self.warned = True
 
+    def forget(self) -> None:
+        """The stick was pulled out (or another came): look for it again at the next show."""
+        if self.device is not None:
+            log.info("LED: the BlinkStick was unplugged")
+        self.device = None
+        self.shown = None
+
     def show(self, lights: Lights) -> bool:
         """Set each LED to its state's colour; True if the device took them all."""
         if not self.cfg.enabled:
