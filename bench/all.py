@@ -14,7 +14,7 @@ from offsite.run import interactive
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("check_scale.py", "install_scale.py", "plug_latency.py", "mirror_copy.py",
-           "plug_to_safe.py", "push_copy.py", "agent.py")
+           "plug_to_safe.py", "push_copy.py", "agent.py", "usb_plug.py")
 
 
 def main() -> int:

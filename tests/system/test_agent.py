@@ -212,14 +212,17 @@ def test_fifty_plug_events_lose_no_run(agent: Sandbox) -> None:
                if e.get("INVOCATION_ID")}
     recorded = box.run([str(Path(OFFSITE).parent / "python"), "-c",
                         "from offsite.notify import history\n"
-                        "for r in history.runs(limit=1000): print(r.invocation, r.result)"]
+                        "for r in history.runs(limit=1000):\n"
+                        "    print(r.invocation, r.result, r.detail or '', sep='\\t')"]
                        ).stdout.split("\n")
-    rows = [line.split() for line in recorded if line.strip()]
+    rows = [line.split("\t") for line in recorded if line.strip()]
     assert {r[0] for r in rows} == started and len(rows) == len(started)
     assert all(r[1] != "None" for r in rows)
-    # red only if the newest run that counts (not skipped, not interrupted) failed
-    counted = [r[1] for r in rows if r[1] not in ("skipped", "interrupted")]
-    wait_led(box, RED if counted and counted[0] == "failed" else OFF)
+    # red only if the newest run that counts failed or was cut short by the pull (not
+    # skipped, not stopped otherwise)
+    counted = [r[1] for r in rows if r[1] != "skipped" and (
+        r[1] != "interrupted" or "its drive was pulled out" in r[2])]
+    wait_led(box, RED if counted and counted[0] in ("failed", "interrupted") else OFF)
 
 
 def test_an_led_pulled_out_mid_job_is_a_warning_only(agent: Sandbox) -> None:

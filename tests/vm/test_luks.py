@@ -8,6 +8,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -234,6 +235,12 @@ def test_a_keyfile_on_a_separate_usb_key(guest: Guest, tmp_path: Path) -> None:
     g.unplug("d3")
 
 
+def _led(g: Guest) -> dict[str, Any]:
+    """What the agent shows now (its state file; the stick itself: test_usb)."""
+    out = g.run(["cat", "/run/offsite/led.json"], check=False).stdout
+    return json.loads(out) if out.strip() else {}
+
+
 def _last_run(g: Guest, job: str) -> tuple[str, str] | None:
     out = g.run(python(
         "from offsite.notify import history\n"
@@ -254,14 +261,18 @@ FREEZE_THE_COPY = (
     "exit 0; fi; sleep 0.1; done; exit 1")
 
 
-def test_a_drive_pulled_out_mid_copy(guest: Guest, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("guest", "bus"), [("bookworm", "virtio"),
+                                            ("bookworm+usb", "usb-storage")],
+                         indirect=["guest"])
+def test_a_drive_pulled_out_mid_copy(guest: Guest, bus: str, tmp_path: Path) -> None:
     """Pulled out while the copy writes (frozen there, so the pull lands mid-copy however
     slow the guest is): the job is stopped by systemd, borg's with-lock gets the stop and
     lets go of the source, nothing stays mounted or mapped, the run is recorded as pulled
-    out, and the next plug finishes a copy borg accepts."""
+    out and the LED says so (red), and the next plug finishes a copy borg accepts. A
+    virtio disk, and a USB disk (the kernel's I/O errors under a mounted filesystem)."""
     g = guest
     image = blank(tmp_path / "d4.img", 160)
-    device = luks_drive(g, image, "d4", "a passphrase")
+    device = luks_drive(g, image, "d4", "a passphrase", bus)
     out = g.run(["offsite", "drive", "enroll", device, "--name", "d4",
                  "--passphrase-file", "/root/d4.pass"]).stdout
     uuid = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("uuid:"))
@@ -278,7 +289,7 @@ def test_a_drive_pulled_out_mid_copy(guest: Guest, tmp_path: Path) -> None:
     }))
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
 
-    g.plug(image, "d4")
+    g.plug(image, "d4", bus)
     caught = g.run(["sh", "-c", FREEZE_THE_COPY], timeout=300, check=False)
     assert caught.returncode == 0, g.run(["journalctl", "--no-pager", "-o", "cat", "-u",
                                           "offsite-copy@d4.service"]).stdout
@@ -290,6 +301,8 @@ def test_a_drive_pulled_out_mid_copy(guest: Guest, tmp_path: Path) -> None:
     assert result == "interrupted" and "its drive was pulled out" in detail, (result, detail)
     journal = g.run(["journalctl", "--no-pager", "-o", "cat", "-u", "offsite-copy@d4.service"]).stdout
     assert "asked to stop (SIGTERM); passed on to borg" in journal, journal
+    g.wait_until("the LED to say the copy was cut short", lambda: _led(g).get("failed") == [
+        "copy"], 60)
     mapper = f"/dev/mapper/offsite-{uuid}"
     g.wait_until("the mapping to go", lambda: g.run(["test", "-e", mapper],
                                                     check=False).returncode != 0, 60)
@@ -300,8 +313,9 @@ def test_a_drive_pulled_out_mid_copy(guest: Guest, tmp_path: Path) -> None:
     assert g.run(["sh", "-c", f"ls {REPO}/lock.*"], check=False).returncode != 0, "still locked"
     g.run(["sh", "-c", f". /root/.borg-env && borg check {REPO}"], timeout=600)
 
-    g.plug(image, "d4")
+    g.plug(image, "d4", bus)
     g.wait_until("the next copy", lambda: _last_run(g, "copy") == ("success", ""), 600)
+    g.wait_until("the red to end", lambda: _led(g).get("failed") == [], 60)
     g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
                                                        check=False).returncode != 0, 60)
     g.unplug("d4")

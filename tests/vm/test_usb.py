@@ -21,6 +21,7 @@ from offsite.config.model import Led
 from .guest import Guest
 from .test_luks import (
     CONFIG,
+    _led,
     blank,
     encrypted_repository,
     enroll,
@@ -51,11 +52,6 @@ def _first(entries: list[dict[str, str]], text: str) -> tuple[int, str]:
         if isinstance(message, str) and text in message:
             return int(e["__MONOTONIC_TIMESTAMP"]), message
     raise AssertionError(f"no journal line with {text!r}")
-
-
-def _led(g: Guest) -> dict[str, object]:
-    out = g.run(["cat", "/run/offsite/led.json"], check=False).stdout
-    return json.loads(out) if out.strip() else {}
 
 
 def _colors(g: Guest) -> list[dict[str, Any]]:

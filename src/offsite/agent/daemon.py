@@ -30,6 +30,7 @@ from offsite.agent.stick import PRODUCT_ID, VENDOR_ID, Stick
 from offsite.config.model import Config
 from offsite.log import fields
 from offsite.notify import history, metrics
+from offsite.notify.outcome import DRIVE_PULLED
 from offsite.targets import eject
 from offsite.units import systemd
 
@@ -83,13 +84,16 @@ class Agent:
 
     # -- the picture and the LED ----------------------------------------------------------
     def failed_jobs(self) -> set[str]:
+        """Jobs whose last run failed, or was cut short by its drive being pulled out (the
+        copy on it is not the new one: the user must know), since the last `led clear`."""
         cleared = float(state.read(LED_CLEARED).get("cleared", 0.0))
         failed = set()
         for job in self.cfg.jobs:
             for run in history.runs(job.name, limit=20):
-                if run.result in (None, "skipped", "interrupted"):
+                pulled = run.result == "interrupted" and DRIVE_PULLED in (run.detail or "")
+                if run.result in (None, "skipped", "interrupted") and not pulled:
                     continue
-                if run.result == "failed" and (run.finished or 0) > cleared:
+                if (run.result == "failed" or pulled) and (run.finished or 0) > cleared:
                     failed.add(job.name)
                 break
         return failed

@@ -1,9 +1,10 @@
 """What the LED says, from what the agent knows: pure functions, no device, no systemd.
 
 Two things at once: where the work stands (blue while a drive is plugged and copying,
-yellow while another job runs, green once a drive's copy is complete and the drive locked:
-unplug it now; off when idle), and whether a job's last run failed (red, until that job
-succeeds again or `offsite led clear`). Neither hides the other: with a second LED
+yellow while another job runs, green once a drive's copy is complete and the drive locked
+and ejected: unplug it now; off when idle), and whether a job's last run failed or was cut
+short by its drive being pulled out (red, until that job succeeds again or `offsite led
+clear`). Neither hides the other: with a second LED
 (`notify.led.failure_index`, the BlinkStick Nano's other one) each has its own; with one
 LED a failure alone is steady red, and beside work or a finished drive it is a short red
 flash in the colour of the work. DISPLAYS is the table the README's picture is made from.

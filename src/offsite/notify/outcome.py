@@ -54,13 +54,16 @@ def from_service(service_result: str, exit_code: str, exit_status: str) -> Outco
     return Outcome("failed", service_result or "failed for an unknown reason")
 
 
+DRIVE_PULLED = "its drive was pulled out"  # (the agent shows such a run as a failure)
+
+
 def stop_reason(service_result: str, drive_gone: bool, shutting_down: bool,
                 timeout: str) -> str:
     """Why systemd stopped a run before it finished, from what the stop hook can see."""
     if service_result == "timeout":
         return f"it ran out of time (timeout {timeout})"
     if drive_gone:
-        return "its drive was pulled out"
+        return DRIVE_PULLED
     if shutting_down:
         return "the machine is shutting down"
     return "stopped by hand (systemctl stop) or with a unit it needs"
