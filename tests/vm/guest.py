@@ -39,9 +39,6 @@ CACHE = Path("/var/cache/offsite-vm")
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "cryptsetup", "kmod", "rsync",
             "borgbackup", "python3", "python3-venv", "linux-image-cloud-amd64",
-            # Debian's standard kernel too: USB (xHCI, usb-storage, uas, dummy_hcd,
-            # FunctionFS), which the cloud kernel lacks; booted by the USB tests only
-            "linux-image-amd64",
             "qemu-guest-agent", "e2fsprogs", "util-linux", "mount",
             # other targets (cloud RAID, network block device over SSH)
             "mdadm", "nbd-client", "nbd-server", "openssh-server", "openssh-client")
@@ -51,8 +48,12 @@ SUITES = ("bookworm", "trixie")  # Debian 12, 13
 def packages(suite: str) -> tuple[str, ...]:
     """What the guest of suite is debootstrapped with: Debian 13 has the cryptsetup
     generator and systemd-cryptsetup@.service in a package of their own; its guest also
-    has Debian 13's borgmatic (1.9; test_debian13)."""
-    return PACKAGES + (("systemd-cryptsetup", "borgmatic") if suite != "bookworm" else ())
+    has Debian 13's borgmatic (1.9; test_debian13). The Debian 12 guest also has Debian's
+    standard kernel: USB (xHCI, usb-storage, uas, dummy_hcd, FunctionFS), which the cloud
+    kernel lacks; booted by the USB tests only (booted(..., usb=True))."""
+    if suite == "bookworm":
+        return (*PACKAGES, "linux-image-amd64")
+    return (*PACKAGES, "systemd-cryptsetup", "borgmatic")
 
 
 BOOT_TIMEOUT = 240.0
@@ -219,13 +220,14 @@ def image(suite: str = "bookworm") -> Image:
 
 
 def _kernels(boot: Path) -> dict[str, Path]:
-    """The cloud kernel (most tests: it boots fastest) and Debian's standard one (USB)."""
+    """The cloud kernel (most tests: it boots fastest) and, where the suite has it,
+    Debian's standard one (USB)."""
     found = sorted(boot.glob("vmlinuz-*"))
     cloud = [k for k in found if k.name.endswith("-cloud-amd64")]
     standard = [k for k in found if not k.name.endswith("-cloud-amd64")]
-    if not cloud or not standard:
-        raise GuestError(f"the image lacks a kernel: found {[k.name for k in found]}")
-    return {"cloud": cloud[-1], "standard": standard[-1]}
+    if not cloud:
+        raise GuestError(f"the image lacks the cloud kernel: found {[k.name for k in found]}")
+    return {"cloud": cloud[-1], **({"standard": standard[-1]} if standard else {})}
 
 
 class GuestError(Exception):
@@ -287,8 +289,7 @@ class Guest:
     def plug(self, image: Path, node: str, bus: str = "virtio") -> str:
         """Hot-plug image as a disk, as a drive being plugged in; returns its device path in
         the guest (by its serial, which is node). bus: "virtio", or on a guest booted with
-        usb: "usb-storage" (USB mass storage, bulk-only). (QEMU 7.2's usb-uas attaches at
-        full speed to qemu-xhci and this guest kernel never enumerates it: not offered.)"""
+        usb: "usb-storage" (USB mass storage, bulk-only) or "uas" (USB attached SCSI)."""
         self.command("blockdev-add", **{"node-name": node, "driver": "raw", "file": {
             "driver": "file", "filename": str(image)}})
         if bus == "virtio":
@@ -298,6 +299,14 @@ class Guest:
         elif bus == "usb-storage":
             self.command("device_add", driver="usb-storage", drive=node, id=f"dev-{node}",
                          serial=node)
+            path = f"/dev/disk/by-id/usb-QEMU_QEMU_HARDDISK_{node}-0:0"
+        elif bus == "uas":
+            # QEMU leaves a hot-plugged usb-uas detached until told (its disk comes after it)
+            self.command("device_add", driver="usb-uas", id=f"dev-{node}", serial=node)
+            self.command("device_add", driver="scsi-hd", drive=node, id=f"disk-{node}",
+                         bus=f"dev-{node}.0", serial=node)
+            self.command("qom-set", path=f"/machine/peripheral/dev-{node}", property="attached",
+                         value=True)
             path = f"/dev/disk/by-id/usb-QEMU_QEMU_HARDDISK_{node}-0:0"
         else:
             raise ValueError(f"no such bus: {bus}")
@@ -309,7 +318,7 @@ class Guest:
         go of its image."""
         self.command("device_del", id=f"dev-{node}")
         deadline = time.monotonic() + timeout
-        mine = re.compile(rf"(^|/)dev-{re.escape(node)}($|/)")
+        mine = re.compile(rf"(^|/)(dev|disk)-{re.escape(node)}($|/)")
         while any(mine.search(d.get("qdev") or "") for d in self.command("query-block")):
             if time.monotonic() > deadline:
                 raise GuestError(f"the guest did not release {node}")
@@ -405,6 +414,8 @@ def booted(workdir: Path, suite: str = "bookworm", usb: bool = False) -> Iterato
     """A booted guest; with usb, on Debian's standard kernel with an xHCI controller that
     plug(..., bus="usb-storage" or "uas") plugs USB disks into."""
     img = image(suite)
+    if usb and not img.usb_kernel.exists():
+        raise GuestError(f"the {suite} guest has no kernel with USB (see packages())")
     _end_stale()
     overlay = workdir / "overlay.qcow2"
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, overlay])

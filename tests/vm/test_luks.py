@@ -262,14 +262,14 @@ FREEZE_THE_COPY = (
 
 
 @pytest.mark.parametrize(("guest", "bus"), [("bookworm", "virtio"),
-                                            ("bookworm+usb", "usb-storage")],
+                                            ("bookworm+usb", "uas")],
                          indirect=["guest"])
 def test_a_drive_pulled_out_mid_copy(guest: Guest, bus: str, tmp_path: Path) -> None:
     """Pulled out while the copy writes (frozen there, so the pull lands mid-copy however
     slow the guest is): the job is stopped by systemd, borg's with-lock gets the stop and
     lets go of the source, nothing stays mounted or mapped, the run is recorded as pulled
     out and the LED says so (red), and the next plug finishes a copy borg accepts. A
-    virtio disk, and a USB disk (the kernel's I/O errors under a mounted filesystem)."""
+    virtio disk, and a USB disk (UAS: the kernel's I/O errors under a mounted filesystem)."""
     g = guest
     image = blank(tmp_path / "d4.img", 160)
     device = luks_drive(g, image, "d4", "a passphrase", bus)

@@ -1,5 +1,6 @@
-"""USB drives, as users plug them: a QEMU USB mass-storage device hot-plugged into the
-guest's xHCI controller (Debian's standard kernel: usb-storage, the SCSI disk above it).
+"""USB drives, as users plug them: QEMU USB disks (bulk-only mass storage, and UAS)
+hot-plugged into the guest's xHCI controller (Debian's standard kernel: usb-storage or
+uas, the SCSI disk above it).
 
 Safe to remove means: the copy synced and unmounted, the LUKS mapping closed, then the disk
 flushed, stopped and taken out of the system (`offsite drive eject`, as udisksctl power-off
@@ -75,17 +76,18 @@ def _uptime(g: Guest) -> float:
 
 @pytest.mark.parametrize("guest", [USB], indirect=True)
 def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Path) -> None:
-    """A LUKS and a plain USB drive, each: plugged, copied, ejected, green until pulled
-    out. The LUKS drive's run has no stick (backups run; the journal says so once); then a
-    BlinkStick Nano appears on USB (tests/vm/blinkstick_gadget.py, through dummy_hcd and
-    the kernel's usbhid), the packaged udev rule gives it to the offsite group, the agent
-    finds it, and the plain drive's colours reach it: the working colour, then green only
-    after the eject, green again after the stick is pulled out and plugged back, off when
-    the drive is pulled out."""
+    """A plain USB drive (bulk-only mass storage) and a LUKS one (UAS), each: plugged,
+    copied, ejected, green until pulled out. The plain drive's run has no stick (backups
+    run; the journal says so once); then a BlinkStick Nano appears on USB
+    (tests/vm/blinkstick_gadget.py, through dummy_hcd and the kernel's usbhid), the
+    packaged udev rule gives it to the offsite group, the agent finds it, and the LUKS
+    drive's colours reach it: the working colour, then green only after the eject, green
+    again after the stick is pulled out and plugged back and after the agent restarts (it
+    finds the stick at its start), off when the drive is pulled out."""
     g = guest
     # a LUKS drive and a plain one, set up as their owner would
     luks_image, plain_image = blank(tmp_path / "l1.img", 96), blank(tmp_path / "p1.img", 96)
-    device = g.plug(luks_image, "l1", "usb-storage")
+    device = g.plug(luks_image, "l1", "uas")
     g.wait_until(device, lambda: g.run(["test", "-b", device], check=False).returncode == 0)
     format_luks(g, device, "l1", "a usb passphrase")
     luks_uuid = enroll(g, device, "l1")
@@ -110,10 +112,11 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
     }))
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
 
-    for node, image, job, unit in (
-            ("l1", luks_image, "copy", "offsite-unlock-l1.service"),
-            ("p1", plain_image, "copyp", "offsite-copyp@p1.service")):
-        if node == "p1":  # the stick comes
+    for node, image, job, unit, bus in (
+            ("p1", plain_image, "copyp", "offsite-copyp@p1.service", "usb-storage"),
+            ("l1", luks_image, "copy", "offsite-unlock-l1.service", "uas")):
+        stick = node == "l1"
+        if stick:  # the stick comes
             g.write("/root/blinkstick_gadget.py", GADGET.read_text())
             g.run(["systemd-run", "--unit=test-blinkstick", "/usr/bin/python3",
                    "/root/blinkstick_gadget.py", COLORS, SERIAL])
@@ -129,7 +132,7 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
             assert _colors(g)[-1]["rgb"] == _expected("off")
         cursor = _cursor(g)
         plugged = _uptime(g)
-        g.plug(image, node, "usb-storage")
+        g.plug(image, node, bus)
         g.wait_until(f"{job} to succeed", lambda job=job: (job, "success") in runs(g), 300)
         g.wait_until("the agent's green", lambda: _led(g).get("state") == "done", 60)
         # what happened before the green, in the order it happened (one clock: the
@@ -149,8 +152,8 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
         assert g.run(["sh", "-c", "ls /sys/block | grep ^sd"], check=False).stdout == ""
         assert g.run(["test", "-e", f"/sys/bus/usb/devices/{usb_device[1]}"],
                      check=False).returncode == 0, "the USB device went with the disk"
-        if node == "p1":
-            # the stick: nothing green before the eject; the work's colour before it
+        if stick:
+            # on the stick: the work's colour, then green, and green only after the eject
             shown = [c for c in _colors(g) if c["mono"] > plugged and c["index"] == 0]
             greens = [c for c in shown if c["rgb"] == _expected("done")]
             assert greens and greens[0]["mono"] * 1e6 > ejected, (greens, ejected)
@@ -162,12 +165,19 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
             g.run(["python3", "/root/blinkstick_gadget.py", "plug"], timeout=60)
             g.wait_until("the green again", lambda back=back: any(
                 c["mono"] > back and c["rgb"] == _expected("done") for c in _colors(g)), 60)
+            # the agent restarted: it finds the stick at its start, and still knows the
+            # ejected drive is there
+            restarted = _uptime(g)
+            g.run(["systemctl", "restart", "offsite-agent.service"], timeout=120)
+            g.wait_until("the agent's green after its restart", lambda restarted=restarted: any(
+                c["mono"] > restarted and c["rgb"] == _expected("done") for c in _colors(g)), 60)
+            assert _agent_said(g).count(f"BlinkStick {SERIAL} found") >= 3
         # pulled out: the green ends
         pulled = _uptime(g)
         g.unplug(node)
         g.wait_until("the LED to go off", lambda: _led(g).get("state") == "off", 60)
         assert f"drive {node} pulled out" in _agent_said(g)
-        if node == "l1":
+        if not stick:
             # no BlinkStick yet: the backup ran, and the journal said so once
             assert _agent_said(g).count("no BlinkStick found") == 1, _agent_said(g)
         else:

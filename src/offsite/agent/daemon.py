@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 LED_STATE = state.RUN_DIR / "led.json"  # what the LED shows now, for `offsite status`
 LED_CLEARED = state.STATE_DIR / "led.json"  # failures before this are not shown red
+# drives ejected and still plugged in (their USB device's sys_path -> drive): kept across
+# a restart of the agent, until the next boot
+EJECTED = state.RUN_DIR / "ejected.json"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -158,12 +161,15 @@ class Agent:
                 # the disk went (ejected, by its unlock unit or its job's last step), the
                 # USB device is still plugged in: the drive is there until that goes
                 self.ejected[usb] = before
+                state.write(EJECTED, self.ejected)
             elif before not in self.devices.values() and before in self.drives:
                 del self.drives[before]
                 self.update(f"drive {before} removed")
         if name is not None:
             self.devices[sys_path] = name
-            self.ejected = {u: d for u, d in self.ejected.items() if d != name}
+            if name in self.ejected.values():  # plugged in again
+                self.ejected = {u: d for u, d in self.ejected.items() if d != name}
+                state.write(EJECTED, self.ejected)
             if name not in self.drives:
                 self.drives[name] = Phase.PENDING
                 self.update(f"drive {name} plugged in")
@@ -179,6 +185,8 @@ class Agent:
         stick = (product or "").startswith(f"{VENDOR_ID:x}/{PRODUCT_ID:x}/")
         if action == "remove":
             name = self.ejected.pop(sys_path, None)
+            if name is not None:
+                state.write(EJECTED, self.ejected)
             if name is not None and name not in self.devices.values() and name in self.drives:
                 del self.drives[name]
                 self.update(f"drive {name} pulled out")
@@ -253,7 +261,10 @@ class Agent:
                 runs = [r for r in history.runs(limit=50) if r.drive == name and r.result]
                 done = not runs or runs[0].result != "failed"
                 self.drives[name] = Phase.DONE if done else Phase.FAILED
-        self.ejected = {u: d for u, d in self.ejected.items() if os.path.isdir(u)}
+        # drives ejected before (this agent's, or the one before a restart), still plugged
+        ejected = {**state.read(EJECTED), **self.ejected}
+        self.ejected = {u: d for u, d in ejected.items() if isinstance(d, str)
+                        and d in self.by_uuid.values() and os.path.isdir(u)}
         for name in self.ejected.values():
             self.drives.setdefault(name, Phase.DONE)
         self.update("picture rebuilt from systemd")
