@@ -102,6 +102,35 @@ def test_job_unit_contents(example: render.Rendered) -> None:
     assert "ExecStop=/lib/systemd/systemd-cryptsetup detach offsite-9d3e5c1a" in unlock
 
 
+def _lines(text: str, key: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(key + "=")]
+
+
+def test_a_drive_is_ejected_after_it_is_locked_or_unmounted(example: render.Rendered) -> None:
+    """LUKS: the unlock unit's last stop step, after the mapping is closed; plain: the
+    job's last step after the namespace's mount is released; both outside the sandbox."""
+    eject = "+/usr/bin/offsite --config /etc/offsite/offsite.yaml drive eject "
+    stops = _lines(example.files["offsite-unlock-vault.service"], "ExecStop")
+    assert stops[0].startswith("ExecStop=/lib/systemd/systemd-cryptsetup detach ")
+    assert stops[1:] == [f"ExecStop={eject}vault"]
+    plain = next(text for name, text in example.files.items()
+                 if name.endswith("@offsite\\x2da.service"))
+    posts = _lines(plain, "ExecStopPost")
+    release = next(i for i, line in enumerate(posts) if " release -- offsite-a" in line)
+    assert posts[release + 1] == f"ExecStopPost={eject}offsite-a"
+    luks_job = example.files["offsite-vault\\x2dcopy@vault.service"]
+    assert " drive eject " not in luks_job  # (its unlock unit ejects, once it has locked)
+
+
+def test_eject_false_leaves_the_drive_attached(tmp_path: Path) -> None:
+    text = (ROOT / "examples" / "offsite.yaml").read_text().replace(
+        "    mount: /mnt/offsite\n", "    mount: /mnt/offsite\n    eject: false\n")
+    path = tmp_path / "offsite.yaml"
+    path.write_text(text)
+    rendered = render.render(reader.load(path), OFFSITE, CONFIG)
+    assert not any(" drive eject " in unit for unit in rendered.files.values())
+
+
 @pytest.mark.parametrize(
     ("arg", "expected"),
     [("plain", "plain"), ("with space", '"with space"'), ("50%", '"50%%"'), ("$HOME", '"$$HOME"'),
