@@ -72,9 +72,10 @@ def _plug(g: Guest, image: Path, n: int) -> tuple[float, float]:
     plugged = int(next(p.split("=", 1)[1] for p in properties if p.startswith("USEC_INITIALIZED=")))
     # systemd starting the job: its "Starting ..." line (the unit itself may be unloaded
     # once it has ended, and its timestamps with it)
-    starting = [e for e in _journal(g, f"--after-cursor={cursor}", "_PID=1", f"UNIT={UNIT}")
-                if e.get("JOB_TYPE") == "start" or str(e.get("MESSAGE")).startswith("Starting")]
-    started = int(starting[0]["__MONOTONIC_TIMESTAMP"])
+    starting = [int(e["__MONOTONIC_TIMESTAMP"]) for e in _journal(
+        g, f"--after-cursor={cursor}", "_PID=1") if str(e.get("MESSAGE")).startswith(
+        f"Starting {UNIT}")]
+    started = min(starting)
     working = _expected("working-drive")
     out = g.run(["cat", COLORS]).stdout
     shown = [json.loads(line) for line in out.splitlines() if line.strip()]

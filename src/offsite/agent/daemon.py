@@ -258,9 +258,7 @@ class Agent:
             if any(u in self.active for u in jobs):
                 self.drives[name] = Phase.PENDING
             else:
-                runs = [r for r in history.runs(limit=50) if r.drive == name and r.result]
-                done = not runs or runs[0].result != "failed"
-                self.drives[name] = Phase.DONE if done else Phase.FAILED
+                self.drives[name] = self._phase_at_start(sys_path, name)
         # drives ejected before (this agent's, or the one before a restart), still plugged
         ejected = {**state.read(EJECTED), **self.ejected}
         self.ejected = {u: d for u, d in ejected.items() if isinstance(d, str)
@@ -268,6 +266,18 @@ class Agent:
         for name in self.ejected.values():
             self.drives.setdefault(name, Phase.DONE)
         self.update("picture rebuilt from systemd")
+
+    def _phase_at_start(self, sys_path: str, name: str) -> Phase:
+        """A drive plugged in while no job of it runs: its last run failed (red), or it is
+        done, unless nothing says so: no run yet, or a drive offsite ejects whose disk is
+        still there (its job has not ended since it was plugged). Never a green by guess."""
+        runs = [r for r in history.runs(limit=50) if r.drive == name and r.result]
+        if runs and runs[0].result == "failed":
+            return Phase.FAILED
+        links = eject.chain(sys_path)
+        if runs and not (self.cfg.drive(name).eject and (links.scsi or links.usb)):
+            return Phase.DONE
+        return Phase.PENDING
 
     def plugged_now(self) -> list[tuple[str, str]]:
         """(sys_path, drive) of the configured drives plugged in now, from udev's database."""
