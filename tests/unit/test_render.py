@@ -117,7 +117,8 @@ def test_a_drive_is_ejected_after_it_is_locked_or_unmounted(example: render.Rend
                  if name.endswith("@offsite\\x2da.service"))
     posts = _lines(plain, "ExecStopPost")
     release = next(i for i, line in enumerate(posts) if " release -- offsite-a" in line)
-    assert posts[release + 1] == f"ExecStopPost={eject}offsite-a"
+    assert posts[release + 1] == f"ExecStopPost=-{eject}offsite-a"  # the record still follows
+    assert "hook finish" in posts[release + 2]
     luks_job = example.files["offsite-vault\\x2dcopy@vault.service"]
     assert " drive eject " not in luks_job  # (its unlock unit ejects, once it has locked)
 

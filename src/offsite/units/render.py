@@ -120,7 +120,9 @@ def _service(cfg: Config, job: Job, offsite: Path, config_path: Path, drive: Dri
                    "ExecStopPost=" + exec_line([offsite, "--config", config_path, "release",
                                                 "--", drive.name])]
         if drive.type is DriveType.PLAIN and drive.eject:
-            release += _eject_lines("ExecStopPost", drive, offsite, config_path)
+            # '-': a refused eject (something else holds the drive) is said in the journal
+            # and must not stop the run's record below
+            release += _eject_lines("ExecStopPost", drive, offsite, config_path, "-")
     hook: list[str | Path] = [offsite, "--config", config_path, "hook"]
     which = [*(["--drive", drive.name] if drive else []), "--", job.name]
     repo_paths = [cfg.repository(r).path for r in job.repositories]
@@ -194,11 +196,12 @@ def _timer(job: Job, schedule: Schedule) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _eject_lines(key: str, drive: Drive, offsite: Path, config_path: Path) -> list[str]:
+def _eject_lines(key: str, drive: Drive, offsite: Path, config_path: Path,
+                 prefix: str = "") -> list[str]:
     return ["# Then the disk is flushed, stopped and taken out of the system (as udisksctl",
             "# power-off does): safe to unplug; '+': sysfs and the SCSI stop are outside the",
             "# sandbox. Refused while anything still holds the drive.",
-            f"{key}=+" + exec_line([offsite, "--config", config_path, "drive", "eject",
+            f"{key}={prefix}+" + exec_line([offsite, "--config", config_path, "drive", "eject",
                                     drive.name])]
 
 
