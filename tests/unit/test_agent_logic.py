@@ -21,7 +21,8 @@ from offsite.views import drives, schedule, status
 @pytest.mark.parametrize(("picture", "state"), [
     (Picture(), "off"),
     (Picture(drives={"a": Phase.DONE}), "done"),
-    (Picture(drives={"a": Phase.DONE}, unlocked={"a"}), "off"),  # not locked yet: not safe
+    # not locked (and ejected) yet: not safe, and not idle either
+    (Picture(drives={"a": Phase.DONE}, unlocked={"a"}), "working-drive"),
     (Picture(active={"offsite-n.service": None}, drives={"a": Phase.DONE}), "working"),
     (Picture(drives={"a": Phase.PENDING}), "working-drive"),  # plugged, job not started yet
     (Picture(active={"offsite-n.service": None, "offsite-c@a.service": "a"}), "working-drive"),

@@ -125,6 +125,10 @@ def test_a_luks_drive_is_enrolled_plugged_copied_locked_and_unplugged(
     mapper = f"/dev/mapper/offsite-{uuid}"
     g.wait_until("the drive to be locked", lambda: g.run(["test", "-e", mapper],
                                                        check=False).returncode != 0, 60)
+    # (the unlock unit ejects the drive after closing it: inactive once that is done)
+    g.wait_until("the unlock unit to end", lambda: g.run(
+        ["systemctl", "is-active", "offsite-unlock-d1.service"], check=False
+    ).stdout.strip() in ("inactive", "failed"), 60)
     assert g.run(["systemctl", "is-active", "offsite-unlock-d1.service"],
                  check=False).stdout.strip() == "inactive"
     record = json.loads(g.run(["cat", f"/var/lib/offsite/drives/{uuid}.json"]).stdout)

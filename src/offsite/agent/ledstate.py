@@ -57,7 +57,10 @@ def resolve(p: Picture) -> Verdict:
 
 def _work(p: Picture) -> Verdict:
     drive_jobs = sorted(u for u, d in p.active.items() if d is not None)
-    pending = sorted(d for d, phase in p.drives.items() if phase is Phase.PENDING)
+    # a drive whose job has ended is still being locked and ejected while its unlock unit
+    # runs: not idle, and not safe yet (dark here would read as "done")
+    pending = sorted(d for d, phase in p.drives.items()
+                     if phase is Phase.PENDING or d in p.unlocked)
     if drive_jobs or pending:
         return Verdict("working-drive", "copying to drive " + ", ".join(
             sorted({*pending, *(str(p.active[u]) for u in drive_jobs)})))
