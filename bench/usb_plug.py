@@ -29,17 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.vm.guest import Guest, booted  # noqa: E402
 from tests.vm.test_luks import CONFIG, _led, blank, encrypted_repository, runs  # noqa: E402
-from tests.vm.test_usb import COLORS, GADGET, SERIAL, _expected  # noqa: E402
+from tests.vm.test_usb import COLORS, _expected, plain_usb_drive, start_stick  # noqa: E402
 
 UNIT = "offsite-copy@p1.service"
 
 
 def _setup(g: Guest, image: Path) -> None:
-    device = g.plug(image, "p1", "usb-storage")
-    g.wait_until(device, lambda: g.run(["test", "-b", device], check=False).returncode == 0)
-    g.run(["mkfs.ext4", "-q", device])
-    uuid = g.run(["blkid", "-s", "UUID", "-o", "value", device]).stdout.strip()
-    g.unplug("p1")
+    uuid = plain_usb_drive(g, image, "p1")
     repository = encrypted_repository(g)
     g.run(["sh", "-c", ". /root/.borg-env && head -c 100000 /dev/urandom > /srv/one && "
            f"borg create {repository['path']}::one /srv/one"])
@@ -48,9 +44,7 @@ def _setup(g: Guest, image: Path) -> None:
         "repositories": {"main": repository},
         "jobs": {"copy": {"kind": "mirror", "repositories": ["main"], "drive": "p1"}},
     }))
-    g.write("/root/blinkstick_gadget.py", GADGET.read_text())
-    g.run(["systemd-run", "--unit=test-blinkstick", "/usr/bin/python3",
-           "/root/blinkstick_gadget.py", COLORS, SERIAL])
+    start_stick(g)
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
 
 

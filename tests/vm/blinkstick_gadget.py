@@ -102,9 +102,9 @@ def create(serial: str) -> None:
 def destroy() -> None:
     unplug()
     subprocess.run(["/usr/bin/umount", str(FFS)], check=False)  # noqa: S603
-    for path in (GADGET / "configs" / "c.1" / "ffs.blinkstick",):
-        if path.is_symlink():
-            path.unlink()
+    link = GADGET / "configs" / "c.1" / "ffs.blinkstick"
+    if link.is_symlink():
+        link.unlink()
     for path in (GADGET / "configs" / "c.1", GADGET / "functions" / "ffs.blinkstick",
                  GADGET / "strings" / "0x409", GADGET):
         if path.exists():

@@ -55,6 +55,23 @@ def _first(entries: list[dict[str, str]], text: str) -> tuple[int, str]:
     raise AssertionError(f"no journal line with {text!r}")
 
 
+def plain_usb_drive(g: Guest, image: Path, node: str) -> str:
+    """An ext4 drive on USB mass storage, made and pulled out again; its UUID."""
+    device = g.plug(image, node, "usb-storage")
+    g.wait_until(device, lambda: g.run(["test", "-b", device], check=False).returncode == 0)
+    g.run(["mkfs.ext4", "-q", device])
+    uuid = g.run(["blkid", "-s", "UUID", "-o", "value", device]).stdout.strip()
+    g.unplug(node)
+    return uuid
+
+
+def start_stick(g: Guest) -> None:
+    """The BlinkStick gadget plugged into the guest (a transient unit), recording to COLORS."""
+    g.write("/root/blinkstick_gadget.py", GADGET.read_text())
+    g.run(["systemd-run", "--unit=test-blinkstick", "/usr/bin/python3",
+           "/root/blinkstick_gadget.py", COLORS, SERIAL])
+
+
 def _colors(g: Guest) -> list[dict[str, Any]]:
     out = g.run(["cat", COLORS], check=False).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -92,11 +109,7 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
     format_luks(g, device, "l1", "a usb passphrase")
     luks_uuid = enroll(g, device, "l1")
     g.unplug("l1")
-    device = g.plug(plain_image, "p1", "usb-storage")
-    g.wait_until(device, lambda: g.run(["test", "-b", device], check=False).returncode == 0)
-    g.run(["mkfs.ext4", "-q", device])
-    plain_uuid = g.run(["blkid", "-s", "UUID", "-o", "value", device]).stdout.strip()
-    g.unplug("p1")
+    plain_uuid = plain_usb_drive(g, plain_image, "p1")
 
     repository = encrypted_repository(g)
     g.run(["sh", "-c", ". /root/.borg-env && head -c 300000 /dev/urandom > /srv/one && "
@@ -117,9 +130,7 @@ def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Pat
             ("l1", luks_image, "copy", "offsite-unlock-l1.service", "uas")):
         stick = node == "l1"
         if stick:  # the stick comes
-            g.write("/root/blinkstick_gadget.py", GADGET.read_text())
-            g.run(["systemd-run", "--unit=test-blinkstick", "/usr/bin/python3",
-                   "/root/blinkstick_gadget.py", COLORS, SERIAL])
+            start_stick(g)
             g.wait_until("the agent to find the stick", lambda: f"BlinkStick {SERIAL} found"
                          in _agent_said(g), 60)
             node_path = g.run(["sh", "-c", "for d in /sys/bus/usb/devices/*; do "
