@@ -493,15 +493,9 @@ def _eject(args: argparse.Namespace) -> int:
     if not drive.eject:
         logger.info("drive %s stays attached (eject: false)", drive.name)
         return 0
-    # mounts in this (the host's) mount namespace and in the backup namespace, where jobs
-    # mount their drives
-    tables = [Path("/proc/self/mountinfo")]
-    held = namespace.holder(cfg)
-    if held is not None:
-        tables.append(Path(f"/proc/{held[0]}/mountinfo"))
-    mountinfo = "".join(t.read_text() for t in tables if t.exists())
-    logger.info("%s", eject.eject(devices.drive_device(drive), f"drive {drive.name}", mountinfo),
-                extra=logmod.fields(drive=drive.name))
+    said = eject.eject(devices.drive_device(drive), f"drive {drive.name}",
+                       namespace.mount_tables(cfg))
+    logger.info("%s", said, extra=logmod.fields(drive=drive.name))
     return 0
 
 

@@ -196,6 +196,20 @@ def holder(cfg: Config) -> tuple[int, int] | None:
     return pid, inode
 
 
+def mount_tables(cfg: Config) -> str:
+    """The mountinfo of this process's mount namespace and of the backup namespace (where
+    jobs mount drives and targets), one after the other."""
+    tables = [Path("/proc/self/mountinfo")]
+    held = holder(cfg)
+    if held is not None:
+        tables.append(Path(f"/proc/{held[0]}/mountinfo"))
+    text = ""
+    for table in tables:
+        with contextlib.suppress(OSError):  # the holder ended meanwhile: its mounts too
+            text += table.read_text()
+    return text
+
+
 def inside(cfg: Config) -> bool:
     """True if this process already runs in the backup namespace."""
     found = holder(cfg)
