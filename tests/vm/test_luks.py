@@ -267,8 +267,8 @@ FREEZE_THE_COPY = (
     "exit 0; fi; sleep 0.1; done; exit 1")
 
 
-@pytest.mark.parametrize(("guest", "bus"), [("bookworm", "virtio"),
-                                            ("bookworm+usb", "uas")],
+@pytest.mark.parametrize(("guest", "bus"), [("bookworm", "virtio"),  # Debian 12
+                                            ("trixie+usb", "uas")],  # and 13
                          indirect=["guest"])
 def test_a_drive_pulled_out_mid_copy(guest: Guest, bus: str, tmp_path: Path) -> None:
     """Pulled out while the copy writes (frozen there, so the pull lands mid-copy however

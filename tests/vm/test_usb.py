@@ -30,7 +30,7 @@ from .test_luks import (
     runs,
 )
 
-USB = "bookworm+usb"
+USBS = ("bookworm+usb", "trixie+usb")
 GADGET = Path(__file__).with_name("blinkstick_gadget.py")
 COLORS = "/run/blinkstick/colors.jsonl"
 SERIAL = "BS000042-3.0"
@@ -91,7 +91,7 @@ def _uptime(g: Guest) -> float:
     return float(g.run(["cat", "/proc/uptime"]).stdout.split()[0])
 
 
-@pytest.mark.parametrize("guest", [USB], indirect=True)
+@pytest.mark.parametrize("guest", USBS, indirect=True)  # Debian 12 and 13
 def test_usb_drives_and_a_blinkstick_the_kernel_sees(guest: Guest, tmp_path: Path) -> None:
     """A plain USB drive (bulk-only mass storage) and a LUKS one (UAS), each: plugged,
     copied, ejected, green until pulled out. The plain drive's run has no stick (backups
