@@ -28,6 +28,7 @@ from offsite.config.model import (
     TargetType,
 )
 from offsite.errors import EXIT_FAILURE, Fatal
+from offsite.jobs import borgmatic as borgmaticmod
 from offsite.jobs import execute, hooks, mirror, namespace, pullkeys, push, pushkeys, secrets
 from offsite.notify import notices, spool
 from offsite.run import CommandError
@@ -54,12 +55,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in enroll.drive_warnings([(d.name, d.uuid) for d in cfg.drives
                                           if d.type is DriveType.LUKS]):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    found = _borgmatic_findings(cfg, path)
     borgmatic = [j.name for j in cfg.jobs if j.kind is JobKind.BORGMATIC]
     if borgmatic and install.enabled_unmasked(Path("/"), unitnames.BORGMATIC_TIMER):
         print(f"{path}: note: {unitnames.BORGMATIC_TIMER} (Debian's own nightly borgmatic) is "
               f"enabled here; job {borgmatic[0]} runs borgmatic too, so `offsite install` "
               "masks it (and `offsite uninstall` unmasks it)", file=sys.stderr)
-    return 0
+    return EXIT_FAILURE if found.errors else 0
+
+
+def _borgmatic_findings(cfg: Config, path: Path) -> borgmaticmod.Findings:
+    """The installed borgmatic's verdict on the configurations offsite's jobs run, printed
+    (warnings and errors) under the offsite configuration's name."""
+    found = borgmaticmod.findings(cfg, borgmaticmod.validate(list(borgmaticmod.configs_of(cfg)))
+                                  if any(j.kind is JobKind.BORGMATIC for j in cfg.jobs) else {})
+    for warning in found.warnings:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    for error in found.errors:
+        print(f"{path}: error: {error}", file=sys.stderr)
+    return found
 
 
 def describe_trigger(job: Job) -> str:
@@ -109,6 +123,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     live = args.root == Path("/")
     # only when its mounts or writable paths changed: a restart stops the jobs inside it
     restart = live and namespace.needs_restart(cfg)
+    if live and _borgmatic_findings(cfg, source).errors:
+        raise Fatal("borgmatic would refuse the configuration a job of this one runs "
+                    "(above); nothing was installed",
+                    "mend the borgmatic configuration (`borgmatic config validate` checks it)")
     outcome = install.install(rendered, args.root, live=live, check=not args.no_verify,
                               restart_namespace=restart)
     if not outcome.changes:

@@ -30,6 +30,7 @@ OLD = "/srv/borg/old"
 OLD_SECRET = "/etc/offsite/secrets/old.pass"
 OLD_PASSPHRASE = "old passphrase"
 BORGMATIC = "/etc/borgmatic/config.yaml"
+OFFSITE = ["offsite", "--config", CONFIG]
 
 
 def _borg_1_2_repository(work: Path) -> bytes:
@@ -95,6 +96,40 @@ def test_borgmatic_1_9_and_a_borg_1_2_repository_on_debian_13(
     assert "srv/data/one" in contents
     assert "bootstrap/manifest.json" in contents, contents
     assert start_job(g, unitnames.job_unit("weekly")), _last_run(g, "weekly")
+    checked = g.run([*OFFSITE, "check"])
+    assert "installed borgmatic" not in checked.stderr, checked  # the form 1.9 documents
+
+    # the form borgmatic 1.7 required (sections, repositories as strings): 1.9 still runs
+    # it and warns; offsite's check says so under the setting that names the file, the
+    # nightly job runs it, and offsite's own borg check finds the passphrase under storage:
+    g.write(BORGMATIC, "\n".join([
+        "location:", "    source_directories:", "        - /srv/data",
+        "    repositories:", f"        - {REPO}",
+        "storage:", f"    encryption_passcommand: cat {SECRET}",
+        "retention:", "    keep_daily: 7", ""]))
+    checked = g.run([*OFFSITE, "check"])
+    assert f"repositories.main.borgmatic_config: {BORGMATIC}: the installed borgmatic " \
+        "(1.9.14) accepts it and warns" in checked.stderr, checked
+    assert "move your options out of sections to the global scope" in checked.stderr, checked
+    assert start_job(g, unitnames.job_unit("nightly")), _last_run(g, "nightly")
+    assert len(_borg(g, "list", "--short", REPO).split()) == 2
+    assert start_job(g, unitnames.job_unit("weekly")), _last_run(g, "weekly")
+
+    # a file borgmatic refuses: check fails naming the setting and borgmatic's reason, and
+    # install changes nothing
+    g.write(BORGMATIC, "\n".join([
+        "source_directories:", "    - /srv/data", "repositories:", f"    - path: {REPO}",
+        f"encryption_passcommand: cat {SECRET}", "keep_dayly: 7", ""]))
+    checked = g.run([*OFFSITE, "check"], check=False)
+    assert checked.returncode == 1, checked
+    assert f"error: repositories.main.borgmatic_config: {BORGMATIC}: the installed borgmatic " \
+        "(1.9.14) refuses it" in checked.stderr, checked
+    assert "'keep_dayly' was unexpected" in checked.stderr, checked
+    units = g.run(["sh", "-c", "ls -l --time-style=+%s.%N /etc/systemd/system/offsite*"]).stdout
+    refused = g.run([*OFFSITE, "install"], check=False, timeout=600)
+    assert refused.returncode == 1 and "nothing was installed" in refused.stderr, refused
+    assert g.run(["sh", "-c", "ls -l --time-style=+%s.%N /etc/systemd/system/offsite*"]
+                 ).stdout == units
 
     # the old repository: refused by borg 1.4 until upgraded, and offsite says how
     assert not start_job(g, unitnames.job_unit("old-check"))
