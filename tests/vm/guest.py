@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,8 +415,10 @@ def _end_stale() -> None:
 def _qemu(img: Image, usb: bool, disk: Path, workdir: Path, *extra: str) -> list[str]:
     """The one QEMU command line of a guest: a boot and a restore must describe the same
     machine (the saved state names devices, not files)."""
+    # no SVM: the guest would load kvm_amd, and a guest saved while that module loads
+    # (cross-CPU code patching) came back with a double fault once (Debian 13's kernel)
     return ["qemu-system-x86_64", "-name", "offsite-vm", "-accel", "tcg", "-machine", "pc",
-            "-m", str(MEMORY_MB), "-smp", "2", "-nographic", "-no-reboot",
+            "-cpu", "qemu64,-svm", "-m", str(MEMORY_MB), "-smp", "2", "-nographic", "-no-reboot",
             "-kernel", str(img.usb_kernel if usb else img.kernel),
             "-initrd", str(img.usb_initrd if usb else img.initrd),
             *(["-device", "qemu-xhci,id=xhci"] if usb else []),
@@ -477,7 +480,7 @@ class _Frozen:
     state: Path
 
 
-_frozen: dict[tuple[str, bool], _Frozen] = {}
+_frozen: dict[tuple[Path, bool], _Frozen] = {}  # by image and kernel
 
 
 def _frozen_dir() -> Path:
@@ -494,17 +497,21 @@ def _frozen_dir() -> Path:
     return mine
 
 
-def _freeze(img: Image, suite: str, usb: bool) -> _Frozen:
-    """Boot once (per suite and kernel, per test run) and keep the booted machine: every
+def _freeze(img: Image, usb: bool) -> _Frozen:
+    """Boot once (per image and kernel, per test run) and keep the booted machine: every
     guest after it starts from that moment instead of booting again (1 s instead of 30)."""
-    key = (suite, usb)
+    key = (img.disk, usb)  # an image rebuilt meanwhile (its sources changed) boots again
     if key not in _frozen:
-        workdir = _frozen_dir() / f"{suite}-{'usb' if usb else 'cloud'}"
+        workdir = _frozen_dir() / f"{img.disk.parent.name}-{'usb' if usb else 'cloud'}"
         workdir.mkdir()
         disk = workdir / "disk.qcow2"
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, disk])
         with _running(_qemu(img, usb, disk, workdir), workdir) as guest:
             _wait_for_boot(guest)
+            # saved quiet: udev's events handled, no module still loading
+            guest.run(["udevadm", "settle", "--timeout=120"], timeout=150)
+            guest.wait_until("modules to finish loading", lambda: " Loading " not in guest.run(
+                ["cat", "/proc/modules"]).stdout, 60)
             guest.command("migrate-set-parameters", **{"max-bandwidth": 2**40})
             guest.command("stop")
             guest.command("migrate", uri=f"exec:cat > {workdir / 'state'}")
@@ -522,6 +529,28 @@ def _wait_migration(guest: Guest, what: str) -> None:
 
 
 @contextlib.contextmanager
+def _started(img: Image, usb: bool, workdir: Path, frozen: _Frozen | None) -> Iterator[Guest]:
+    """A guest on an overlay of its own: restored from frozen, or booted (frozen None)."""
+    overlay = workdir / "overlay.qcow2"
+    base = frozen.disk if frozen else img.disk
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay])
+    try:
+        extra = ("-incoming", "defer") if frozen else ()
+        with _running(_qemu(img, usb, overlay, workdir, *extra), workdir) as guest:
+            if frozen:
+                guest.command("migrate-incoming", uri=f"exec:cat {frozen.state}")
+                _wait_migration(guest, "restoring the booted guest")
+                guest.command("cont")
+                # (not guest-set-time: it also runs hwclock, which Debian 13 does not install)
+                guest.run(["date", "--set", f"@{time.time():.6f}"], timeout=60)
+            else:
+                _wait_for_boot(guest)
+            yield guest
+    finally:
+        overlay.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def booted(workdir: Path, suite: str = "bookworm", usb: bool = False) -> Iterator[Guest]:
     """A booted guest; with usb, on Debian's standard kernel with an xHCI controller that
     plug(..., bus="usb-storage" or "uas") plugs USB disks into.
@@ -529,21 +558,22 @@ def booted(workdir: Path, suite: str = "bookworm", usb: bool = False) -> Iterato
     The first guest of a suite (and kernel) in a test run boots and is saved (_freeze);
     every guest, that one too, is a new QEMU restored from it onto an overlay of its own:
     each test has a machine nothing else ran on, booted once for the run. Its clock is set
-    to the host's on the way in (it was stopped meanwhile)."""
+    to the host's on the way in (it was stopped meanwhile). A restore that does not answer
+    (its console is kept as console-restore.log) is replaced by a boot, with a warning
+    (in pytest's summary)."""
     img = image(suite)
     if usb and not img.usb_kernel.exists():
         raise GuestError(f"the {suite} guest has no kernel with USB (see packages())")
-    frozen = _freeze(img, suite, usb)
-    overlay = workdir / "overlay.qcow2"
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", frozen.disk, overlay])
-    try:
-        with _running(_qemu(img, usb, overlay, workdir, "-incoming", "defer"),
-                      workdir) as guest:
-            guest.command("migrate-incoming", uri=f"exec:cat {frozen.state}")
-            _wait_migration(guest, "restoring the booted guest")
-            guest.command("cont")
-            # (not guest-set-time: it also runs hwclock, which Debian 13 does not install)
-            guest.run(["date", "--set", f"@{time.time():.6f}"])
-            yield guest
-    finally:
-        overlay.unlink(missing_ok=True)
+    frozen = _freeze(img, usb)
+    with contextlib.ExitStack() as stack:
+        try:
+            guest = stack.enter_context(_started(img, usb, workdir, frozen))
+        except (GuestError, OSError) as exc:
+            stack.close()
+            console = workdir / "console.log"
+            if console.exists():
+                console.rename(workdir / "console-restore.log")
+            warnings.warn(f"restoring the booted {suite} guest failed ({exc}); booted it "
+                          "instead", RuntimeWarning, stacklevel=1)
+            guest = stack.enter_context(_started(img, usb, workdir, None))
+        yield guest
