@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import time
 
-from .guest import Guest, python
+import pytest
+
+from .guest import SUITES, Guest, python
 from .test_luks import CONFIG, REPO, SECRET, encrypted_repository, runs
 
 OFFSITE = ["offsite", "--config", CONFIG]
@@ -85,6 +87,7 @@ def verify_copy(g: Guest) -> tuple[str, int]:
         g.run([*OFFSITE, "target", "disassemble", "cloud"])
 
 
+@pytest.mark.parametrize("guest", SUITES, indirect=True)  # Debian 12 and 13
 def test_a_cloud_raid_runs_degraded_loudly_resyncs_and_refuses_a_second_computer(
         guest: Guest) -> None:
     g = guest
@@ -221,6 +224,7 @@ def _nbd_far_side(g: Guest) -> None:
            "-C", "/etc/nbd-server/test.conf"])
 
 
+@pytest.mark.parametrize("guest", SUITES, indirect=True)  # Debian 12 and 13
 def test_an_nbd_target_through_an_ssh_tunnel_fails_cleanly_when_the_tunnel_drops(
         guest: Guest) -> None:
     g = guest
