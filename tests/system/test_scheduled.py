@@ -37,7 +37,7 @@ def offsite(box: Sandbox, *args: str, check: bool = True) -> Result:
 @pytest.fixture
 def far_side(sandbox: Sandbox) -> Iterator[int]:
     """A real sshd on 127.0.0.1 inside the sandbox, and what the "remote host" holds."""
-    sandbox.run(["mkdir", "-p", f"{FAR}/data/sub", f"{FAR}/etc", HOLDING])
+    sandbox.run(["mkdir", "-p", f"{FAR}/data/sub", f"{FAR}/etc"])  # HOLDING: made by offsite
     sandbox.write(f"{FAR}/data/a.txt", "alpha\n")
     sandbox.write(f"{FAR}/data/sub/b.bin", bytes(range(256)) * 100)
     sandbox.write(f"{FAR}/etc/conf", "setting=1\n")
@@ -93,6 +93,7 @@ def test_a_pull_copies_with_keys_that_can_do_nothing_else(sandbox: Sandbox, far_
     assert oct(sandbox.host_path("/var/lib/offsite/ssh/vps/path-1").stat().st_mode & 0o777) == "0o600"
 
     assert start(sandbox, "vps"), messages(sandbox, "vps")
+    assert oct(sandbox.host_path(HOLDING).stat().st_mode & 0o777) == "0o700"
     assert sandbox.host_path(f"{HOLDING}/srv/far/data/a.txt").read_text() == "alpha\n"
     assert sandbox.host_path(f"{HOLDING}/srv/far/data/sub/b.bin").read_bytes() == \
         bytes(range(256)) * 100

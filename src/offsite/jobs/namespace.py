@@ -116,10 +116,12 @@ def seal(cfg: Config) -> None:
         raise Fatal("refusing to seal a mount namespace whose / is shared with others",
                     "this runs as `unshare --mount --propagation private -- offsite "
                     "namespace hold`")
-    # Mount points and offsite's own directories are made; repositories and pull
-    # destinations are not (a missing repository must stay a clear error).
+    # Mount points and offsite's own directories are made, a pull's destination (its
+    # holding directory) too; repositories are not (a missing one must stay a clear error).
+    # Made after the seal, a directory would stay read-only in here until it restarts.
+    destinations = [j.destination for j in cfg.jobs if j.destination is not None]
     for path in [*(m.where for m in cfg.namespace.mounts), *mount_points_of(cfg),
-                 STATE_DIR, RUN_DIR, *BORG_DIRS]:
+                 STATE_DIR, RUN_DIR, *BORG_DIRS, *destinations]:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     for m in cfg.namespace.mounts:
         argv: list[Arg] = ["mount"]
