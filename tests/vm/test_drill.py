@@ -2,16 +2,18 @@
 
 Guest A, a machine as a user has it, makes encrypted backups (one repokey, one keyfile
 repository, each with its own passphrase) and copies them to a LUKS drive opened with
-offsite's keyfile. Then the machine is gone. Guest B, a new Debian guest with offsite as
-its package installs it (the example configuration only), no borg keys and no cache, gets
-the drive and what a person keeps on paper (the drive's LUKS passphrase and the two borg
-passphrases) and restores every file, bit for bit."""
+offsite's keyfile. Then the machine is gone. Guest B, a new machine of the other Debian
+release with offsite as its package installs it (the example configuration only), no borg
+keys and no cache, gets the drive and what a person keeps on paper (the drive's LUKS
+passphrase and the two borg passphrases) and restores every file, bit for bit."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+
+import pytest
 
 from .guest import booted
 from .test_luks import blank, luks_drive, runs
@@ -22,12 +24,15 @@ PASSPHRASES = {"photos": "first borg passphrase 1", "mail": "second borg passphr
 ENCRYPTION = {"photos": "repokey-blake2", "mail": "keyfile-blake2"}
 
 
+@pytest.mark.parametrize(("old", "new"), [("bookworm", "trixie"), ("trixie", "bookworm")])
 def test_a_new_machine_restores_everything_from_the_drive_and_the_passphrases(
-        tmp_path: Path) -> None:
+        tmp_path: Path, old: str, new: str) -> None:
+    """Across releases both ways: a drive written on Debian 12 (borg 1.2) read back on a
+    Debian 13 machine (borg 1.4), the stranger's machine of most days, and the other way."""
     image = blank(tmp_path / "offsite.img", 160)
     originals: dict[str, bytes] = {}
     (tmp_path / "a").mkdir()
-    with booted(tmp_path / "a") as a:
+    with booted(tmp_path / "a", old) as a:
         device = luks_drive(a, image, "d1", LUKS_PASSPHRASE)
         out = a.run(["offsite", "drive", "enroll", device, "--name", "d1",
                      "--passphrase-file", "/root/d1.pass"]).stdout
@@ -69,7 +74,7 @@ def test_a_new_machine_restores_everything_from_the_drive_and_the_passphrases(
         assert secret.encode() not in raw
 
     (tmp_path / "b").mkdir()
-    with booted(tmp_path / "b") as b:
+    with booted(tmp_path / "b", new) as b:
         # offsite as the package installs it: its commented example, nothing of machine A
         assert uuid not in b.run(["cat", CONFIG]).stdout
         assert b.run(["sh", "-c", "ls /root/.config/borg/keys 2>/dev/null | wc -l"]
