@@ -9,8 +9,9 @@ demo: setup
 	$(VENV)/offsite-lab demo
 
 # ruff and mypy are part of the tests; a pytest run that collects nothing (exit 5) fails.
+# Two workers: the system tier on one, one sandbox at a time; vm guests on both (tests/conftest.py).
 test: setup lint
-	$(VENV)/pytest
+	$(VENV)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(VENV)/ruff check src lab tests bench

@@ -1,4 +1,10 @@
-"""Test tiers and the rule that, under OFFSITE_REQUIRE_ALL=1 (CI), a skip is a failure."""
+"""Test tiers, how they share the machine's two lanes, and the rule that, under
+OFFSITE_REQUIRE_ALL=1 (CI), a skip is a failure.
+
+`make test` runs pytest with two workers (pytest-xdist, `--dist loadgroup`): the system
+tier's sandboxes run one after another on one worker (their checks of what a sandbox left
+on the host assume no other sandbox runs meanwhile); the unit tests are one group too; each
+vm test is a unit of its own, so two guests (each mostly one busy vCPU) run side by side."""
 
 from __future__ import annotations
 
@@ -8,6 +14,17 @@ from collections.abc import Generator
 import pytest
 
 REQUIRE_ALL = os.environ.get("OFFSITE_REQUIRE_ALL") == "1"
+
+
+GROUPS = {"system": "system", "unit": "unit"}  # tests/<folder>/ -> xdist group
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which names each item by its group
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(item.config.rootpath).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in GROUPS:
+            item.add_marker(pytest.mark.xdist_group(GROUPS[parts[1]]))
 
 
 @pytest.hookimpl(hookwrapper=True)

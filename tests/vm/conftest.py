@@ -10,11 +10,15 @@ import pytest
 
 from tests import tiers
 
-from .guest import Guest, booted, tools_missing
+from .guest import Guest, booted, discard_frozen, tools_missing
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tiers.mark(items, "vm", pytest.mark.vm, tools_missing())
+
+
+def pytest_sessionfinish() -> None:
+    discard_frozen()
 
 
 @pytest.hookimpl(wrapper=True)

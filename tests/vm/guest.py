@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -78,14 +79,30 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _building(name: str) -> Iterator[None]:
+    """Held while one cached thing (name) is looked for and built: two test processes
+    (pytest-xdist's workers) that need the same image build it once, the second waits."""
+    locks = CACHE / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def plain_rootfs(suite: str, arch: str = "amd64") -> Path:
     """A minimal debootstrapped Debian `suite` (bookworm, trixie) with apt, as a tarball
     cached by suite and architecture: where the package is installed as a user would, from
     nothing. (arm64 needs its binaries run by qemu-user: see test_arm64.)"""
     key = _digest(suite.encode(), arch.encode(), MIRROR.encode())
     tarball = CACHE / f"plain-{suite}-{arch}-{key}.tar"
-    if tarball.exists():
-        return tarball
+    with _building(tarball.name):
+        if not tarball.exists():
+            _debootstrap_plain(suite, arch, key, tarball)
+    return tarball
+
+
+def _debootstrap_plain(suite: str, arch: str, key: str, tarball: Path) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / f"build-{suite}-{arch}-{key}"
     shutil.rmtree(work, ignore_errors=True)
@@ -94,7 +111,6 @@ def plain_rootfs(suite: str, arch: str = "amd64") -> Path:
     run(["tar", "-C", work, "-cf", f"{tarball}.tmp", "."], timeout=600)
     os.replace(f"{tarball}.tmp", tarball)
     shutil.rmtree(work, ignore_errors=True)
-    return tarball
 
 
 def _base_rootfs(suite: str = "bookworm") -> Path:
@@ -102,8 +118,13 @@ def _base_rootfs(suite: str = "bookworm") -> Path:
     key = _digest(" ".join(packages(suite)).encode(), MIRROR.encode(),
                   *([suite.encode()] if suite != "bookworm" else []))
     tarball = CACHE / (f"rootfs-{key}.tar" if suite == "bookworm" else f"rootfs-{suite}-{key}.tar")
-    if tarball.exists():
-        return tarball
+    with _building(f"rootfs-{suite}"):
+        if not tarball.exists():
+            _debootstrap_base(suite, key, tarball)
+    return tarball
+
+
+def _debootstrap_base(suite: str, key: str, tarball: Path) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / f"build-{key}"
     shutil.rmtree(work, ignore_errors=True)
@@ -127,7 +148,6 @@ def _base_rootfs(suite: str = "bookworm") -> Path:
             not old.name.startswith(tuple(f"rootfs-{s}-" for s in SUITES))
         if same_suite and old != tarball:
             old.unlink()
-    return tarball
 
 
 LIB = "/usr/share/offsite/lib"  # where the package keeps offsite's modules
@@ -188,38 +208,45 @@ def image(suite: str = "bookworm") -> Image:
     tarball = _base_rootfs(suite)
     key = _digest(tarball.name.encode(), _sources_digest().encode())
     out = CACHE / f"image-{suite}-{key}"
+    with _building(f"image-{suite}"):
+        if not (out / "base.qcow2").exists():
+            _install_image(suite, tarball, out)
+    return Image(out / "base.qcow2", out / "vmlinuz-cloud", out / "initrd-cloud",
+                 out / "vmlinuz-standard", out / "initrd-standard")
+
+
+def _install_image(suite: str, tarball: Path, out: Path) -> None:
+    """The rootfs with offsite's package installed by apt, as out/base.qcow2 and the
+    kernels beside it."""
     done = out / "base.qcow2"
-    if not done.exists():
-        for old in CACHE.glob("image-*"):  # earlier sources': one is kept per suite
-            if old.name.startswith(f"image-{suite}-") or not old.name.startswith(
-                    tuple(f"image-{s}-" for s in SUITES)):
-                shutil.rmtree(old, ignore_errors=True)
-        tree = out / "rootfs"
-        tree.mkdir(parents=True)
-        run(["tar", "-C", tree, "-xf", tarball], timeout=600)
-        deb = build_deb(out / "deb")
-        shutil.copy(deb, tree / "tmp" / deb.name)
-        with chroot(tree):
-            in_chroot(tree, "apt-get", "update", "-qq")
-            in_chroot(tree, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                      f"/tmp/{deb.name}")
-            in_chroot(tree, "apt-get", "clean")
-        (tree / "tmp" / deb.name).unlink()
-        (tree / "etc/resolv.conf").unlink(missing_ok=True)
-        for flavour, kernel in _kernels(tree / "boot").items():
-            shutil.copy(kernel, out / f"vmlinuz-{flavour}")
-            shutil.copy(kernel.with_name(kernel.name.replace("vmlinuz", "initrd.img")),
-                        out / f"initrd-{flavour}")
-        raw = out / "disk.raw"
-        with raw.open("wb") as f:
-            f.truncate(3 * 1024**3)
-        run(["mkfs.ext4", "-q", "-F", "-d", tree, raw], timeout=600)
-        run(["qemu-img", "convert", "-O", "qcow2", raw, f"{done}.tmp"], timeout=600)
-        os.replace(f"{done}.tmp", done)
-        raw.unlink()
-        shutil.rmtree(tree)
-    return Image(done, out / "vmlinuz-cloud", out / "initrd-cloud", out / "vmlinuz-standard",
-                 out / "initrd-standard")
+    for old in CACHE.glob("image-*"):  # earlier sources': one is kept per suite
+        if old.name.startswith(f"image-{suite}-") or not old.name.startswith(
+                tuple(f"image-{s}-" for s in SUITES)):
+            shutil.rmtree(old, ignore_errors=True)
+    tree = out / "rootfs"
+    tree.mkdir(parents=True)
+    run(["tar", "-C", tree, "-xf", tarball], timeout=600)
+    deb = build_deb(out / "deb")
+    shutil.copy(deb, tree / "tmp" / deb.name)
+    with chroot(tree):
+        in_chroot(tree, "apt-get", "update", "-qq")
+        in_chroot(tree, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                  f"/tmp/{deb.name}")
+        in_chroot(tree, "apt-get", "clean")
+    (tree / "tmp" / deb.name).unlink()
+    (tree / "etc/resolv.conf").unlink(missing_ok=True)
+    for flavour, kernel in _kernels(tree / "boot").items():
+        shutil.copy(kernel, out / f"vmlinuz-{flavour}")
+        shutil.copy(kernel.with_name(kernel.name.replace("vmlinuz", "initrd.img")),
+                    out / f"initrd-{flavour}")
+    raw = out / "disk.raw"
+    with raw.open("wb") as f:
+        f.truncate(3 * 1024**3)
+    run(["mkfs.ext4", "-q", "-F", "-d", tree, raw], timeout=600)
+    run(["qemu-img", "convert", "-O", "qcow2", raw, f"{done}.tmp"], timeout=600)
+    os.replace(f"{done}.tmp", done)
+    raw.unlink()
+    shutil.rmtree(tree)
 
 
 def _kernels(boot: Path) -> dict[str, Path]:
@@ -397,19 +424,21 @@ class Guest:
         wait.wait_until(what, predicate, timeout, every=0.5, error=GuestError)
 
 
-PIDFILE = CACHE / "qemu.pid"
+RUNNING = CACHE / "running"  # <test process pid>-<QEMU pid>: each QEMU a test process started
 
 
 def _end_stale() -> None:
-    """A QEMU left by a killed test run: ended by the pid it recorded (if it is ours)."""
-    try:
-        pid = int(PIDFILE.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"qemu-system-x86_64" in cmdline and b"offsite-vm" in cmdline:
-        os.kill(pid, signal.SIGKILL)
-    PIDFILE.unlink(missing_ok=True)
+    """QEMUs left by a killed test run: ended by the pids they recorded (if still ours).
+    Those of a test process still alive (another worker of this run) are left alone."""
+    for record in RUNNING.glob("*-*"):
+        owner, _, pid = record.name.partition("-")
+        if Path(f"/proc/{owner}").exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"qemu-system-x86_64" in cmdline and b"offsite-vm" in cmdline:
+                os.kill(int(pid), signal.SIGKILL)
+        record.unlink(missing_ok=True)
 
 
 def _qemu(img: Image, usb: bool, disk: Path, workdir: Path, *extra: str) -> list[str]:
@@ -437,7 +466,9 @@ def _running(argv: list[str], workdir: Path) -> Iterator[Guest]:
     """QEMU started with argv and its QMP connected; killed (by its pid) on the way out."""
     _end_stale()
     process = spawn(argv, stdout=workdir / "qemu.out")
-    PIDFILE.write_text(str(process.pid))
+    RUNNING.mkdir(parents=True, exist_ok=True)
+    record = RUNNING / f"{os.getpid()}-{process.pid}"
+    record.touch()
     qmp = None
     try:
         qmp = _Socket(workdir / "qmp.sock", 30)
@@ -449,7 +480,7 @@ def _running(argv: list[str], workdir: Path) -> Iterator[Guest]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
-        PIDFILE.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
         if qmp is not None:
             qmp.close()
 
@@ -493,8 +524,15 @@ def _frozen_dir() -> Path:
             if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
                 shutil.rmtree(other, ignore_errors=True)
         mine.mkdir(parents=True)
-        atexit.register(shutil.rmtree, mine, ignore_errors=True)
+        atexit.register(discard_frozen)
     return mine
+
+
+def discard_frozen() -> None:
+    """This process's frozen boots removed: at the end of its test session (vm conftest),
+    and at its exit for a process that stops before its session ends."""
+    _frozen.clear()
+    shutil.rmtree(CACHE / f"frozen-{os.getpid()}", ignore_errors=True)
 
 
 def _freeze(img: Image, usb: bool) -> _Frozen:
