@@ -50,7 +50,7 @@ def _setup(g: Guest, image: Path) -> None:
 
 def _plug(g: Guest, image: Path, n: int) -> tuple[float, float]:
     """One plug: (seconds to the stick's first colour, seconds to the job's start)."""
-    g.plug(image, "p1", "usb-storage")
+    g.plug(image, "p1", "usb-storage", wait=False)  # the job's start is watched for below
     # systemd starting the job: when the unit left "inactive", read while it runs (once it
     # has ended it may be unloaded, and its timestamps with it)
     g.wait_until("the job to start", lambda: g.run(

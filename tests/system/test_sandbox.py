@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import textwrap
 import threading
@@ -107,6 +108,33 @@ def test_host_is_left_as_it_was(host: HostTraces) -> None:
         assert not Path("/tmp/leak-test").exists()
         assert host_config.exists() == host_config_existed
     host.check()
+
+
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def test_the_hosts_binfmt_misc_entries_outlive_a_sandbox() -> None:
+    """binfmt_misc is one table for the machine: a sandbox's systemd neither registers the
+    host's binfmt.d entries into it nor, stopping, unregisters the host's own (seen: an
+    arm64 entry the vm tier had added vanished while a sandbox stopped)."""
+    mounted = False
+    if not (BINFMT / "register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT])
+        mounted = True
+    canary = BINFMT / f"offsite-canary-{secrets.token_hex(4)}"
+    try:
+        # files named *.offsitecanary, run by /bin/false: nothing on the machine has one
+        (BINFMT / "register").write_text(f":{canary.name}:E::offsitecanary::/bin/false:")
+        with sandboxmod.booted() as sandbox:
+            binfmt = sandbox.show("systemd-binfmt.service", "LoadState")
+        assert canary.exists(), "the sandbox's teardown unregistered the host's binfmt entries"
+        assert canary.read_text().splitlines()[0] == "enabled"
+        assert binfmt == "masked"
+    finally:
+        if canary.exists():
+            canary.write_text("-1")
+        if mounted:
+            run(["umount", BINFMT])
 
 
 def test_teardown_on_error_leaves_nothing(host: HostTraces) -> None:

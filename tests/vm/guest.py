@@ -316,10 +316,11 @@ class Guest:
             if "error" in reply:
                 raise GuestError(f"QMP {name}: {reply['error'].get('desc')}")
 
-    def plug(self, image: Path, node: str, bus: str = "virtio") -> str:
+    def plug(self, image: Path, node: str, bus: str = "virtio", wait: bool = True) -> str:
         """Hot-plug image as a disk, as a drive being plugged in; returns its device path in
-        the guest (by its serial, which is node). bus: "virtio", or on a guest booted with
-        usb: "usb-storage" (USB mass storage, bulk-only) or "uas" (USB attached SCSI)."""
+        the guest (by its serial, which is node) once udev has made it (at once without
+        wait). bus: "virtio", or on a guest booted with usb: "usb-storage" (USB mass
+        storage, bulk-only) or "uas" (USB attached SCSI)."""
         self.command("blockdev-add", **{"node-name": node, "driver": "raw", "file": {
             "driver": "file", "filename": str(image)}})
         if bus == "virtio":
@@ -341,6 +342,9 @@ class Guest:
         else:
             raise ValueError(f"no such bus: {bus}")
         self.plugged[node] = image
+        if wait:
+            self.wait_until(f"{path} to appear", lambda: self.run(
+                ["test", "-e", path], check=False).returncode == 0, 120)
         return path
 
     def unplug(self, node: str, timeout: float = 60.0) -> None:

@@ -57,8 +57,13 @@ def test_upgrade_remove_and_purge_on_a_running_system(guest: Guest, tmp_path: Pa
     upgraded = g.run(["apt-get", "install", "-y", "--no-install-recommends", f"/tmp/{deb.name}"],
                      timeout=600)
     assert g.run(["dpkg-query", "-W", "-f=${Version}", "offsite"]).stdout == "0.1.0+upgrade1"
-    assert show(g, "offsite-agent.service", "ActiveState") == "active"
+    # restarted onto the new code (its start may still be finishing on a busy machine),
+    # and not by a crash
+    g.wait_until("the agent to be up again", lambda: show(
+        g, "offsite-agent.service", "ActiveState") == "active", 120)
     assert show(g, "offsite-agent.service", "MainPID") not in ("0", agent_pid), upgraded.stdout
+    assert show(g, "offsite-agent.service", "NRestarts") == "0", g.run(
+        ["journalctl", "-u", "offsite-agent.service", "-o", "cat", "--no-pager"]).stdout
     assert g.run(["test", "-f", f"{UNITS}/offsite-weekly.timer"], check=False).returncode == 0
     assert show(g, "offsite-held.service", "MainPID") == job_pid  # still the same run
     g.run(["systemctl", "stop", "test-holder.service"])

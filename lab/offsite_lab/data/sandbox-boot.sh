@@ -38,6 +38,13 @@ done
 # Keep host-wide actions out: no coldplug of every device of the host, no renaming of
 # network interfaces, and a small boot target instead of everything the host enables.
 ln -sf /dev/null "$R/etc/systemd/system/systemd-udev-trigger.service"
+# binfmt_misc is one table for the whole machine: systemd-binfmt would register the
+# binfmt.d entries of the host's packages into it at boot and, stopped at teardown,
+# unregister every entry the host has (qemu-user's too).
+for unit in systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+            proc-sys-fs-binfmt_misc.mount; do
+  ln -sf /dev/null "$R/etc/systemd/system/$unit"
+done
 mkdir -p "$R/etc/udev/rules.d"
 ln -sf /dev/null "$R/etc/udev/rules.d/80-net-setup-link.rules"
 cat > "$R/etc/systemd/system/offsite-sandbox.target" <<'UNIT'
