@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(GROUPS[parts[1]]))
 
 
+def pytest_sessionfinish() -> None:
+    """The vm tier's booted-and-saved guests of this run removed (here: under xdist only
+    the controller, which owns them, loads this file and outlives its workers)."""
+    from tests.vm.guest import discard_frozen
+
+    discard_frozen()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from offsite.agent import ledstate
-from offsite.agent.daemon import Units
+from offsite.agent.daemon import Units, replugged_while_ending, start_after_replug
 from offsite.agent.ledstate import Phase, Picture, Verdict, resolve
 from offsite.config.model import Config, Drive, DriveTrigger, DriveType, Job, JobKind, Schedule
 from offsite.notify import metrics
@@ -106,6 +106,20 @@ def test_the_agent_knows_which_unit_runs_which_job() -> None:
                           "offsite-check.service": ("check", None),
                           "offsite-copy@d1.service": ("copy", "d1")}
     assert units.unlock == {"offsite-unlock-d1.service": "d1"}
+
+
+def test_a_drive_plugged_in_again_while_its_last_run_ends_gets_its_jobs_started() -> None:
+    # seen: unplugged once its mapping was gone and plugged in again while its unlock unit
+    # still stopped (the eject step): systemd dropped the start, nothing copied
+    assert replugged_while_ending(["deactivating", "failed"])
+    assert not replugged_while_ending(["inactive", "failed"])
+    # (a job systemd already started for this plug is not a reason: it runs)
+    assert not replugged_while_ending(["active", "activating"])
+    # started once every unit of the drive has stopped, the drive still there
+    assert start_after_replug(["inactive", "failed"], plugged=True)
+    assert not start_after_replug(["deactivating", "failed"], plugged=True)
+    assert not start_after_replug(["inactive", "activating"], plugged=True)  # queued after all
+    assert not start_after_replug(["inactive", "inactive"], plugged=False)  # pulled out again
 
 
 def run(job: str, result: str, started: float, took: float, nbytes: int | None = None) -> Run:

@@ -80,14 +80,17 @@ def _digest(*parts: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _building(name: str) -> Iterator[None]:
-    """Held while one cached thing (name) is looked for and built: two test processes
-    (pytest-xdist's workers) that need the same image build it once, the second waits."""
-    locks = CACHE / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with (locks / f"{name}.lock").open("w") as lock:
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _building(name: str) -> contextlib.AbstractContextManager[None]:
+    """Held while one cached thing (name) is looked for and built: two test processes
+    (pytest-xdist's workers) that need the same image build it once, the second waits."""
+    return _locked(CACHE / "locks" / f"{name}.lock")
 
 
 def plain_rootfs(suite: str, arch: str = "amd64") -> Path:
@@ -518,48 +521,66 @@ class _Frozen:
 _frozen: dict[tuple[Path, bool], _Frozen] = {}  # by image and kernel
 
 
+def _run_owner() -> int:
+    """The process whose test run this is: pytest itself, or under pytest-xdist the
+    controller whose workers (its children) share the run's frozen boots."""
+    return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+
+
 def _frozen_dir() -> Path:
-    """This process's frozen boots, removed when it exits; those of a killed run are removed
-    the next time (their pid is gone)."""
-    mine = CACHE / f"frozen-{os.getpid()}"
+    """This test run's frozen boots, removed when it ends (discard_frozen); those of a
+    killed run are removed the next time (their owner's pid is gone)."""
+    mine = CACHE / f"frozen-{_run_owner()}"
     if not mine.exists():
         for other in CACHE.glob("frozen-*"):
             pid = other.name.removeprefix("frozen-")
             if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
                 shutil.rmtree(other, ignore_errors=True)
-        mine.mkdir(parents=True)
-        atexit.register(discard_frozen)
+        mine.mkdir(parents=True, exist_ok=True)
+        if _run_owner() == os.getpid():
+            atexit.register(discard_frozen)
     return mine
 
 
 def discard_frozen() -> None:
-    """This process's frozen boots removed: at the end of its test session (vm conftest),
-    and at its exit for a process that stops before its session ends."""
+    """The run's frozen boots removed, by the process that owns the run: at the end of its
+    test session (vm conftest), and at its exit for one that stops before that."""
     _frozen.clear()
-    shutil.rmtree(CACHE / f"frozen-{os.getpid()}", ignore_errors=True)
+    if _run_owner() == os.getpid():
+        shutil.rmtree(CACHE / f"frozen-{os.getpid()}", ignore_errors=True)
 
 
 def _freeze(img: Image, usb: bool) -> _Frozen:
     """Boot once (per image and kernel, per test run) and keep the booted machine: every
-    guest after it starts from that moment instead of booting again (1 s instead of 30)."""
+    guest after it starts from that moment instead of booting again (1 s instead of 30).
+    Two workers of a run share it: the first to need it boots it, the other waits."""
     key = (img.disk, usb)  # an image rebuilt meanwhile (its sources changed) boots again
     if key not in _frozen:
-        workdir = _frozen_dir() / f"{img.disk.parent.name}-{'usb' if usb else 'cloud'}"
-        workdir.mkdir()
-        disk = workdir / "disk.qcow2"
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, disk])
-        with _running(_qemu(img, usb, disk, workdir), workdir) as guest:
-            _wait_for_boot(guest)
-            # saved quiet: udev's events handled, no module still loading
-            guest.run(["udevadm", "settle", "--timeout=120"], timeout=150)
-            guest.wait_until("modules to finish loading", lambda: " Loading " not in guest.run(
-                ["cat", "/proc/modules"]).stdout, 60)
-            guest.command("migrate-set-parameters", **{"max-bandwidth": 2**40})
-            guest.command("stop")
-            guest.command("migrate", uri=f"exec:cat > {workdir / 'state'}")
-            _wait_migration(guest, "saving the booted guest")
-        _frozen[key] = _Frozen(disk, workdir / "state")
+        name = f"{img.disk.parent.name}-{'usb' if usb else 'cloud'}"
+        workdir = _frozen_dir() / name
+        frozen = _Frozen(workdir / "disk.qcow2", workdir / "state")
+        with _locked(_frozen_dir() / f"{name}.lock"):
+            if not (workdir / "saved").exists():
+                shutil.rmtree(workdir, ignore_errors=True)  # a save that failed half-way
+                workdir.mkdir()
+                _boot_and_save(img, usb, workdir, frozen)
+                (workdir / "saved").touch()
+        _frozen[key] = frozen
     return _frozen[key]
+
+
+def _boot_and_save(img: Image, usb: bool, workdir: Path, frozen: _Frozen) -> None:
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.disk, frozen.disk])
+    with _running(_qemu(img, usb, frozen.disk, workdir), workdir) as guest:
+        _wait_for_boot(guest)
+        # saved quiet: udev's events handled, no module still loading
+        guest.run(["udevadm", "settle", "--timeout=120"], timeout=150)
+        guest.wait_until("modules to finish loading", lambda: " Loading " not in guest.run(
+            ["cat", "/proc/modules"]).stdout, 60)
+        guest.command("migrate-set-parameters", **{"max-bandwidth": 2**40})
+        guest.command("stop")
+        guest.command("migrate", uri=f"exec:cat > {frozen.state}")
+        _wait_migration(guest, "saving the booted guest")
 
 
 def _wait_migration(guest: Guest, what: str) -> None:

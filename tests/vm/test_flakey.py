@@ -72,6 +72,12 @@ def test_a_drive_failing_mid_copy(guest: Guest, tmp_path: Path, fault: str, said
            f"borg create --compression=none {REPO}::one /srv/one"], timeout=600)
     g.write(CONFIG, one_drive_config("d5", uuid, repository, check_every="0"))
     g.run(["offsite", "--config", CONFIG, "install"], timeout=600)
+    # the drive's unlock unit stays "deactivating" for a while after it has locked the
+    # drive (as its eject step can on a slow machine): each replug below lands in that
+    # window, where systemd drops the start the plug asks for and the agent starts the job
+    g.write("/etc/systemd/system/offsite-unlock-d5.service.d/slow-stop.conf",
+            "[Service]\nExecStopPost=/bin/sleep 10\n")
+    g.run(["systemctl", "daemon-reload"])
 
     _plug(g, disk)  # a first, healthy copy
     g.wait_until("the first copy", lambda: _last_run(g, "copy") == ("success", ""), 600)
@@ -105,5 +111,7 @@ def test_a_drive_failing_mid_copy(guest: Guest, tmp_path: Path, fault: str, said
     g.wait_until("a copy after the fault", lambda: _last_run(g, "copy") == ("success", ""), 600)
     journal = g.run(["journalctl", "-o", "cat", "-u", "offsite-copy@d5.service"]).stdout
     assert journal.count("passed borg check") == 2, journal
+    agent = g.run(["journalctl", "-o", "cat", "-u", "offsite-agent"]).stdout
+    assert "drive d5 was plugged in again while its last run was still ending" in agent, agent
     _unplug(g, uuid)
     g.unplug("d5")

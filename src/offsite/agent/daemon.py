@@ -52,6 +52,20 @@ def unknown_drive_hint(uuid: str, fstype: str) -> str:
     return f"to make it an off-site drive, add it under drives: with uuid: {uuid} and type: plain"
 
 
+def replugged_while_ending(states: list[str]) -> bool:
+    """A drive plugged in while one of its units (the ActiveStates of its unlock and job
+    units) is still stopping from its last run: systemd may drop the start this plug asks
+    for, its stop job being in the way."""
+    return "deactivating" in states
+
+
+def start_after_replug(states: list[str], plugged: bool) -> bool:
+    """Whether the jobs of a drive plugged in again while its last run was ending are to be
+    started now: every unit of it has stopped, none has started again, and the drive is
+    still plugged in."""
+    return plugged and not any(s in systemd.RUNNING for s in states)
+
+
 @dataclass
 class Units:
     """Which job (and drive) each of offsite's job units runs; which unit unlocks which drive."""
@@ -75,6 +89,12 @@ class Agent:
         self.devices: dict[str, str] = {}  # udev sys_path of a plugged drive -> its name
         self.unknown: dict[str, str] = {}  # sys_path -> UUID of a drive offsite does not know
         self.unlocked: set[str] = set()
+        self.states: dict[str, str] = {}  # offsite's unit -> its ActiveState, as last seen
+        # drives plugged in again while a unit of their last run was still stopping: systemd
+        # drops the start that plug asks for ("transaction contradicts existing jobs"),
+        # so their jobs are started here once that unit has stopped
+        self.replugged: set[str] = set()
+        self.starting: set[asyncio.Task[None]] = set()
         # a drive offsite ejected (its disk taken out, its USB device still attached): its
         # USB device's sys_path -> the drive, green until that device is pulled out
         self.ejected: dict[str, str] = {}
@@ -167,6 +187,8 @@ class Agent:
                 self.update(f"drive {before} removed")
         if name is not None:
             self.devices[sys_path] = name
+            if replugged_while_ending([self.states.get(u, "inactive") for u in self._units_of(name)]):
+                self.replugged.add(name)
             if name in self.ejected.values():  # plugged in again
                 self.ejected = {u: d for u, d in self.ejected.items() if d != name}
                 state.write(EJECTED, self.ejected)
@@ -216,7 +238,44 @@ class Agent:
                               device.properties.get("ID_FS_TYPE"))
 
     # -- systemd ----------------------------------------------------------------------------
+    def _units_of(self, drive: str) -> list[str]:
+        """The units a plug of drive starts (its jobs; through them, its unlock unit)."""
+        return [*(u for u, d in self.units.unlock.items() if d == drive),
+                *(u for u, (_, d) in self.units.jobs.items() if d == drive)]
+
     def on_unit_state(self, unit: str, active_state: str) -> None:
+        self.states[unit] = active_state
+        self._on_unit_state(unit, active_state)
+        drive = self.units.unlock.get(unit) or (self.units.jobs.get(unit) or ("", None))[1]
+        if drive is None or drive not in self.replugged:
+            return
+        if unit in self.units.jobs and active_state in ("activating", "active"):
+            self.replugged.discard(drive)  # started after all (systemd queued it)
+        elif start_after_replug([self.states.get(u, "inactive") for u in self._units_of(drive)],
+                                drive in self.devices.values()):
+            self.replugged.discard(drive)
+            self._start_jobs_of(drive)
+        elif drive not in self.devices.values():
+            self.replugged.discard(drive)  # pulled out again meanwhile
+
+    def _start_jobs_of(self, drive: str) -> None:
+        jobs = [u for u, (_, d) in self.units.jobs.items() if d == drive]
+        log.info("drive %s was plugged in again while its last run was still ending, and "
+                 "systemd dropped the start of its jobs; starting %s", drive, ", ".join(jobs))
+        with contextlib.suppress(RuntimeError):  # (no event loop: nothing to start with)
+            loop = asyncio.get_running_loop()
+            for unit in jobs:
+                task = loop.create_task(self._start(unit))
+                self.starting.add(task)
+                task.add_done_callback(self.starting.discard)
+
+    async def _start(self, unit: str) -> None:
+        try:
+            await self._call("StartUnit", "ss", [unit, "replace"])
+        except ConnectionError as exc:
+            log.warning("could not start %s: %s", unit, exc)
+
+    def _on_unit_state(self, unit: str, active_state: str) -> None:
         if unit in self.units.unlock:
             luks = self.units.unlock[unit]
             if active_state in systemd.RUNNING:
@@ -249,6 +308,7 @@ class Agent:
         """The picture from systemd's current state (at start, after a reconnect)."""
         reply = await self._call("ListUnitsByPatterns", "asas", [list(systemd.RUNNING), ["offsite-*"]])
         running = {u[0]: u[3] for u in reply[0]}
+        self.states = dict(running)
         self.active = {u: d for u, (_, d) in self.units.jobs.items() if u in running}
         self.unlocked = {d for u, d in self.units.unlock.items() if u in running}
         self.drives, self.devices = {}, {}
