@@ -158,8 +158,10 @@ def failure(cfg: Config, unit: str) -> EmailMessage:
         outcome = Outcome("failed", outcome.detail or "failed")
     end = systemd.timestamp(shown.get("ExecMainExitTimestamp")) or time.time()
     recorded = history.find(invocation)
-    if recorded is None or (recorded.result is None and invocation != "unknown"):
-        # its stop hook did not get to record it (it is not run when a start fails early)
+    if invocation != "unknown" and (recorded is None or recorded.result is None):
+        # its stop hook did not get to record it (it is not run when a start fails early);
+        # a run it cannot name (no MONITOR_INVOCATION_ID: systemd merged the reports of
+        # two failures into one; the unit since unloaded) is reported, not recorded again
         recorded = history.finished(invocation, unit, job.name, drive, end, "failed",
                                     outcome.detail, None)
     started = recorded.started if recorded else systemd.timestamp(
