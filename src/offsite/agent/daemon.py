@@ -1,6 +1,8 @@
 """``offsite agent``: the long-running watcher (offsite-agent.service, Type=notify).
 
-systemd starts the jobs; the agent watches and shows. One asyncio loop, no polling:
+systemd starts the jobs; the agent watches and shows (and starts a drive's jobs only where
+systemd dropped the start its plug asked for: plugged in again while a unit of its last run
+was still stopping). One asyncio loop, no polling:
 - udev, through pyudev's monitor socket in the loop: a configured drive appearing sets the
   LED to "working" at once (before its job has started); an unknown LUKS or filesystem
   UUID is logged with what to do about it; a USB device appearing re-finds the LED;
