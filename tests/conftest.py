@@ -16,7 +16,7 @@ import pytest
 REQUIRE_ALL = os.environ.get("OFFSITE_REQUIRE_ALL") == "1"
 
 
-GROUPS = {"system": "system", "unit": "unit"}  # tests/<folder>/ -> xdist group
+GROUPS = {"system", "unit"}  # tests/<folder>/: one xdist group each, named by the folder
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which names each item by its group
@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = item.path.relative_to(item.config.rootpath).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in GROUPS:
-            item.add_marker(pytest.mark.xdist_group(GROUPS[parts[1]]))
+            item.add_marker(pytest.mark.xdist_group(parts[1]))
 
 
 def pytest_sessionfinish() -> None:

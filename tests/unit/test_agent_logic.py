@@ -106,6 +106,10 @@ def test_the_agent_knows_which_unit_runs_which_job() -> None:
                           "offsite-check.service": ("check", None),
                           "offsite-copy@d1.service": ("copy", "d1")}
     assert units.unlock == {"offsite-unlock-d1.service": "d1"}
+    assert units.of_drive("d1") == ["offsite-unlock-d1.service", "offsite-copy@d1.service"]
+    assert units.drive_of("offsite-unlock-d1.service") == "d1"
+    assert units.drive_of("offsite-copy@d1.service") == "d1"
+    assert units.drive_of("offsite-nightly.service") is None
 
 
 def test_a_drive_plugged_in_again_while_its_last_run_ends_gets_its_jobs_started() -> None:

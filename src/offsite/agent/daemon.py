@@ -75,6 +75,18 @@ class Units:
     jobs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     unlock: dict[str, str] = field(default_factory=dict)
 
+    def jobs_of(self, drive: str) -> list[str]:
+        """The job units a plug of drive starts."""
+        return [u for u, (_, d) in self.jobs.items() if d == drive]
+
+    def of_drive(self, drive: str) -> list[str]:
+        """Every unit of drive: its unlock unit (if LUKS) and its job units."""
+        return [*(u for u, d in self.unlock.items() if d == drive), *self.jobs_of(drive)]
+
+    def drive_of(self, unit: str) -> str | None:
+        """The drive an unlock or job unit belongs to; None for the others."""
+        return self.unlock.get(unit) or (self.jobs[unit][1] if unit in self.jobs else None)
+
     @classmethod
     def of(cls, cfg: Config) -> Units:
         return cls({u: (ju.job.name, ju.drive) for u, ju in cfg.job_units().items()},
@@ -189,7 +201,7 @@ class Agent:
                 self.update(f"drive {before} removed")
         if name is not None:
             self.devices[sys_path] = name
-            if replugged_while_ending([self.states.get(u, "inactive") for u in self._units_of(name)]):
+            if replugged_while_ending(self._states_of(name)):
                 self.replugged.add(name)
             if name in self.ejected.values():  # plugged in again
                 self.ejected = {u: d for u, d in self.ejected.items() if d != name}
@@ -240,28 +252,25 @@ class Agent:
                               device.properties.get("ID_FS_TYPE"))
 
     # -- systemd ----------------------------------------------------------------------------
-    def _units_of(self, drive: str) -> list[str]:
-        """The units a plug of drive starts (its jobs; through them, its unlock unit)."""
-        return [*(u for u, d in self.units.unlock.items() if d == drive),
-                *(u for u, (_, d) in self.units.jobs.items() if d == drive)]
-
     def on_unit_state(self, unit: str, active_state: str) -> None:
         self.states[unit] = active_state
         self._on_unit_state(unit, active_state)
-        drive = self.units.unlock.get(unit) or (self.units.jobs.get(unit) or ("", None))[1]
+        drive = self.units.drive_of(unit)
         if drive is None or drive not in self.replugged:
             return
         if unit in self.units.jobs and active_state in ("activating", "active"):
             self.replugged.discard(drive)  # started after all (systemd queued it)
-        elif start_after_replug([self.states.get(u, "inactive") for u in self._units_of(drive)],
-                                drive in self.devices.values()):
+        elif start_after_replug(self._states_of(drive), drive in self.devices.values()):
             self.replugged.discard(drive)
             self._start_jobs_of(drive)
         elif drive not in self.devices.values():
             self.replugged.discard(drive)  # pulled out again meanwhile
 
+    def _states_of(self, drive: str) -> list[str]:
+        return [self.states.get(u, "inactive") for u in self.units.of_drive(drive)]
+
     def _start_jobs_of(self, drive: str) -> None:
-        jobs = [u for u, (_, d) in self.units.jobs.items() if d == drive]
+        jobs = self.units.jobs_of(drive)
         log.info("drive %s was plugged in again while its last run was still ending, and "
                  "systemd dropped the start of its jobs; starting %s", drive, ", ".join(jobs))
         with contextlib.suppress(RuntimeError):  # (no event loop: nothing to start with)
@@ -316,8 +325,7 @@ class Agent:
         self.drives, self.devices = {}, {}
         for sys_path, name in self.plugged_now():
             self.devices[sys_path] = name
-            jobs = [u for u, (_, d) in self.units.jobs.items() if d == name]
-            if any(u in self.active for u in jobs):
+            if any(u in self.active for u in self.units.jobs_of(name)):
                 self.drives[name] = Phase.PENDING
             else:
                 self.drives[name] = self._phase_at_start(sys_path, name)
